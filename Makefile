@@ -1,0 +1,48 @@
+# Two commands on a fresh machine:  make reproduce   |   make test
+# Both install first: into the active environment (venv, conda, Colab) if there is one,
+# otherwise into a local .venv created here.
+PROFILE ?= smoke
+VENV ?= .venv
+ifneq ($(strip $(VIRTUAL_ENV)$(CONDA_PREFIX)$(COLAB_RELEASE_TAG)),)
+PY ?= python3
+STAMP := .n2n-install-$(shell printf '%s' "$(VIRTUAL_ENV)$(CONDA_PREFIX)" | cksum | cut -d' ' -f1)
+else
+PY ?= $(VENV)/bin/python
+STAMP := $(VENV)/.n2n-installed
+endif
+export TQDM_DISABLE ?= 1
+
+.PHONY: install reproduce test lint format notebooks bench clean
+
+install: $(STAMP)
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+
+$(STAMP): pyproject.toml scripts/install.sh | $(if $(findstring $(VENV)/,$(PY)),$(VENV)/bin/python)
+	bash scripts/install.sh $(PY)
+	@touch $@
+
+## run every notebook headless through papermill; executed copies + summary in runs/$(PROFILE)/
+reproduce: install
+	$(PY) -m n2n_core notebooks --profile $(PROFILE) --out runs/$(PROFILE)
+
+## unit tests, ruff, nbval over the committed notebooks
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
+
+## re-execute the committed notebooks in place (smoke profile) to refresh their stored outputs
+notebooks: install
+	$(PY) -m n2n_core notebooks --inplace
+
+bench: install
+	@for b in benchmarks/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache $(VENV) .n2n-install-*

@@ -1,0 +1,81 @@
+"""Figures and widgets for the notebooks: the only module that imports matplotlib/ipywidgets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from n2n_core.schedules import NoiseSchedule
+
+__all__ = ["image_strip", "plot_schedules", "show_image", "slider_or_grid", "to_display"]
+
+
+def to_display(x: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [-1, 1] → (H, W, C) in [0, 1] for imshow; 1-channel maps stay 2-D."""
+    x = ((x.detach().float().cpu() + 1) / 2).clamp(0, 1)
+    return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
+
+
+def show_image(ax: Axes, x: torch.Tensor, title: str = "") -> None:
+    ax.imshow(to_display(x), cmap="gray" if x.shape[0] == 1 else None)
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
+def image_strip(images: Sequence[torch.Tensor], titles: Sequence[str], size: float = 1.8) -> Figure:
+    """One row of images with a title each."""
+    fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size * 1.15))
+    for ax, img, title in zip(np.atleast_1d(axes), images, titles, strict=True):
+        show_image(ax, img, title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_schedules(schedules: Mapping[str, NoiseSchedule]) -> Figure:
+    """ᾱ_t and log₁₀ SNR against the normalised time t/T, one curve per schedule."""
+    fig, (ax_a, ax_s) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for label, s in schedules.items():
+        tau = torch.arange(1, s.T + 1) / s.T
+        marker = "o" if s.T <= 50 else None
+        ax_a.plot(tau, s.alpha_bar[1:], marker=marker, ms=3, label=label)
+        ax_s.plot(tau, s.snr()[1:].clamp_min(1e-12).log10(), marker=marker, ms=3, label=label)
+    ax_a.set(xlabel="t / T", ylabel="ᾱ_t", title="signal kept: ᾱ_t")
+    ax_s.set(xlabel="t / T", ylabel="log₁₀ SNR", title="SNR = ᾱ_t / (1 − ᾱ_t)")
+    for ax in (ax_a, ax_s):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def slider_or_grid(
+    draw: Callable[[Axes, object], None],
+    name: str,
+    values: Sequence[object],
+    interactive: bool,
+    grid_values: Sequence[object] | None = None,
+) -> Figure | None:
+    """An ipywidgets slider over ``values`` calling ``draw(ax, value)``, or, headless
+    (``interactive=False``: papermill, CI), a static row of ``grid_values`` drawn the same way."""
+    if interactive:
+        import ipywidgets
+
+        def _one(**kw: object) -> None:
+            _, ax = plt.subplots(figsize=(3.2, 3.4))
+            draw(ax, kw[name])
+            plt.show()
+
+        slider = ipywidgets.SelectionSlider(options=list(values), description=name)
+        ipywidgets.interact(_one, **{name: slider})
+        return None
+    shown = list(grid_values if grid_values is not None else values)
+    fig, axes = plt.subplots(1, len(shown), figsize=(2.2 * len(shown), 2.5))
+    for ax, v in zip(np.atleast_1d(axes), shown, strict=True):
+        draw(ax, v)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,100 @@
+"""Project conventions: notebook structure, one Colab setup cell, ruff, packaging."""
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from n2n_core import runner
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = runner.discover(ROOT / "notebooks")
+
+
+def _cells(nb_path):
+    return json.loads(nb_path.read_text(encoding="utf-8"))["cells"]
+
+
+def _code_cells(nb_path):
+    return [c for c in _cells(nb_path) if c["cell_type"] == "code"]
+
+
+def _src(cell):
+    return "".join(cell["source"])
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "notebooks/NN_*.ipynb expected"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameters_cell_first_and_plain(nb):
+    first = _code_cells(nb)[0]
+    assert "parameters" in first["metadata"].get("tags", []), "first code cell must be tagged"
+    tree = ast.parse(_src(first))
+    names = set()
+    for stmt in tree.body:
+        assert isinstance(stmt, ast.Assign), "parameters cell: plain assignments only"
+        ast.literal_eval(stmt.value)  # a literal, nothing computed
+        names |= {t.id for t in stmt.targets}
+    assert {"profile", "seed"} <= names
+    assert ast.literal_eval(next(s.value for s in tree.body if s.targets[0].id == "profile")) == (
+        "smoke"
+    ), "committed notebooks are the smoke profile"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_with_clean_smoke_outputs(nb):
+    cells = _code_cells(nb)
+    assert any(c["outputs"] for c in cells), "commit notebooks with their smoke outputs"
+    for c in cells:
+        assert "execution" not in c["metadata"], "strip timing metadata (make notebooks)"
+        for out in c["outputs"]:
+            assert out["output_type"] != "error", f"stored error in {nb.name}"
+            assert not (out["output_type"] == "stream" and out["name"] == "stderr"), (
+                f"stderr stored in {nb.name}: {''.join(out['text'])[:200]}"
+            )
+    counts = [c["execution_count"] for c in cells if c["execution_count"] is not None]
+    assert counts == list(range(1, len(counts) + 1)), "execute top to bottom from a clean kernel"
+
+
+def test_colab_setup_cell_is_identical_and_points_home():
+    setups = {_src(_code_cells(nb)[1]) for nb in NOTEBOOKS}
+    assert len(setups) == 1, "every notebook carries the same Colab setup cell"
+    (setup,) = setups
+    home = re.search(r'Homepage = "([^"]+)"', (ROOT / "pyproject.toml").read_text())[1]
+    assert "google.colab" in setup and f"git+{home}" in setup
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    slug = home.removeprefix("https://github.com/")
+    for nb in NOTEBOOKS:
+        link = f"colab.research.google.com/github/{slug}/blob/main/notebooks/{nb.name}"
+        assert link in readme, f"README lacks the Colab link for {nb.name}"
+        assert link in json.dumps(_cells(nb)[0]), f"{nb.name} lacks its own Colab badge"
+
+
+def test_notebooks_listed_in_readme_in_order():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    listed = re.findall(r"\|\s*`?(\d{2}_[a-z_]+)`?", readme)
+    assert [nb.stem for nb in NOTEBOOKS] == [
+        n for n in listed if (ROOT / "notebooks" / f"{n}.ipynb").exists()
+    ]
+
+
+def test_ruff_clean():
+    for args in (["check", "."], ["format", "--check", "."]):
+        res = subprocess.run(
+            [sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_no_matplotlib_or_widgets_outside_viz():
+    for py in (ROOT / "n2n_core").rglob("*.py"):
+        if py.name == "viz.py":
+            continue
+        text = py.read_text(encoding="utf-8")
+        assert not re.search(r"^\s*(import|from) (matplotlib|ipywidgets)", text, re.M), py
