@@ -79,3 +79,50 @@ def slider_or_grid(
         draw(ax, v)
     fig.tight_layout()
     return fig
+
+
+def plot_metric_curves(
+    curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], fpr_limit: float = 0.3
+) -> Figure:
+    """ROC, PR and PRO curves side by side; ``curves[name]`` holds ``roc=(fpr, tpr)``,
+    ``pr=(recall, precision)`` and ``pro=(fpr, pro)``."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    titles = {
+        "roc": ("ROC", "FPR", "TPR"),
+        "pr": ("precision-recall", "recall", "precision"),
+        "pro": ("PRO", "FPR", "per-region overlap"),
+    }
+    for ax, (key, (title, xl, yl)) in zip(axes, titles.items(), strict=True):
+        for name, c in curves.items():
+            ax.plot(*c[key], label=name, lw=1.5)
+        ax.set(title=title, xlabel=xl, ylabel=yl, xlim=(0, 1), ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+    axes[2].axvspan(
+        0, fpr_limit, color="grey", alpha=0.12, label=f"AUPRO range (FPR ≤ {fpr_limit})"
+    )
+    axes[2].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_pro_exact_vs_grid(
+    exact: tuple[np.ndarray, np.ndarray],
+    grid: tuple[np.ndarray, np.ndarray],
+    fpr_limit: float = 0.3,
+) -> Figure:
+    """The exact PRO curve with its integration range, beside the grid version's rescaled one."""
+    fig, (ax_e, ax_g) = plt.subplots(1, 2, figsize=(9, 3.4))
+    fpr, pro = exact
+    inside = fpr <= fpr_limit
+    ax_e.plot(fpr, pro, lw=1.5)
+    ax_e.fill_between(fpr[inside], pro[inside], alpha=0.2)
+    ax_e.axvline(fpr_limit, color="grey", ls="--", lw=1)
+    ax_e.set(title="exact: area up to FPR 0.3, ÷ 0.3", xlabel="FPR", ylabel="PRO", xlim=(0, 1))
+    ax_g.plot(*grid, marker=".", ms=4, lw=1)
+    ax_g.fill_between(*grid, alpha=0.2)
+    ax_g.set(title="grid: FPR < 0.3 rescaled to [0, 1]", xlabel="rescaled FPR", ylabel="PRO")
+    for ax in (ax_e, ax_g):
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

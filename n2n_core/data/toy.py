@@ -1,4 +1,4 @@
-"""A single procedurally drawn image for the first lessons (no download, any size).
+"""Procedural examples for the first lessons (no download, any size).
 
 A round, radially shaded "cap" with a printed ring and notches on a fine woven background:
 enough structure (edges, texture, flat areas) to watch diffusion destroy it.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -31,3 +32,26 @@ def toy_image(size: int = 64, seed: int = 0) -> Tensor:
     img = inside * cap + (1 - inside) * background
     img = img + 0.02 * torch.randn(img.shape, generator=g, dtype=torch.float64)
     return (img.clamp(0, 1) * 2 - 1).float()
+
+
+def toy_defects(
+    n: int, size: int, defect_frac: float = 0.5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks ``(large, small)``, each (n, size, size), for metric examples and
+    benchmarks: a ``defect_frac`` share of the images gets one large elliptic defect (radii
+    size/12..size/5) and one or two small ones (radii 1..3 px); the others stay clean."""
+    rng = np.random.default_rng(seed)
+    large = np.zeros((n, size, size), dtype=bool)
+    small = np.zeros_like(large)
+    yy, xx = np.mgrid[:size, :size]
+
+    def ellipse(rmin: float, rmax: float) -> np.ndarray:
+        cy, cx = rng.uniform(0, size, 2)
+        ry, rx = rng.uniform(rmin, rmax, 2)
+        return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+
+    for i in np.flatnonzero(rng.random(n) < defect_frac):
+        large[i] = ellipse(max(size / 12, 2), max(size / 5, 3))
+        for _ in range(rng.integers(1, 3)):
+            small[i] |= ellipse(1, 3) & ~large[i]
+    return large, small

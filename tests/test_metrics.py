@@ -1,0 +1,245 @@
+"""n2n_core.metrics against scikit-learn, brute-force sweeps and hand-computed cases."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from sklearn.metrics import auc, average_precision_score, roc_auc_score
+
+from n2n_core import metrics as M
+
+
+# ---------------------------------------------------------------- independent references
+def brute_aupro(maps, masks, limit=0.3):
+    """Threshold sweep over every distinct score, written from the MVTec AD definition."""
+    regions = []
+    for i, m in enumerate(masks):
+        lab, n = ndimage.label(m, structure=np.ones((3, 3)))
+        regions += [(i, lab == r) for r in range(1, n + 1)]
+    normal = ~masks.astype(bool)
+    xs, ys = [0.0], [0.0]
+    for th in np.unique(maps)[::-1]:
+        pred = maps >= th
+        xs.append((pred & normal).sum() / normal.sum())
+        ys.append(np.mean([(pred[i] & reg).sum() / reg.sum() for i, reg in regions]))
+    area = 0.0
+    for k in range(1, len(xs)):
+        x0, x1, y0, y1 = xs[k - 1], xs[k], ys[k - 1], ys[k]
+        if x1 <= limit:
+            area += (x1 - x0) * (y0 + y1) / 2
+        else:
+            y_lim = y0 + (y1 - y0) * (limit - x0) / (x1 - x0)
+            area += (limit - x0) * (y0 + y_lim) / 2
+            break
+    return area / limit
+
+
+def brute_f1max(scores, labels):
+    best = 0.0
+    for th in np.unique(scores):
+        pred = scores >= th
+        tp = (pred & labels).sum()
+        if tp:
+            p, r = tp / pred.sum(), tp / labels.sum()
+            best = max(best, 2 * p * r / (p + r))
+    return best
+
+
+def random_case(seed, n=6, size=12, levels=None):
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, size, size), dtype=bool)
+    for i in range(0, n, 2):  # half the images have 1-2 defects
+        for _ in range(rng.integers(1, 3)):
+            y, x = rng.integers(0, size - 3, 2)
+            h, w = rng.integers(1, 4, 2)
+            masks[i, y : y + h, x : x + w] = True
+    maps = rng.normal(size=masks.shape) + 1.5 * masks
+    if levels:  # quantise to force many ties
+        maps = np.round(maps * levels) / levels
+    return maps.astype(np.float32), masks
+
+
+# ------------------------------------------------------------------------------- tests
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("levels", [None, 2])
+def test_pixel_metrics_match_sklearn_and_brute_force(seed, levels):
+    maps, masks = random_case(seed, levels=levels)
+    got = M.pixel_metrics(maps, masks, chunk_size=97)  # tiny chunks: ties cross boundaries
+    y, s = masks.ravel(), maps.ravel()
+    assert got["pixel_auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert got["pixel_ap"] == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    assert got["pixel_f1max"] == pytest.approx(brute_f1max(s, y), abs=1e-12)
+    assert got["pixel_aupro"] == pytest.approx(brute_aupro(maps, masks), abs=1e-12)
+    # the chunk size changes nothing
+    assert M.pixel_metrics(maps, masks) == pytest.approx(got, abs=1e-12)
+
+
+@pytest.mark.parametrize("limit", [0.05, 0.3, 1.0])
+def test_aupro_limits(limit):
+    maps, masks = random_case(7, n=8, size=16)
+    got = M.pixel_metrics(maps, masks, fpr_limit=limit)["pixel_aupro"]
+    assert got == pytest.approx(brute_aupro(maps, masks, limit), abs=1e-12)
+
+
+def test_image_metrics_match_sklearn_with_ties():
+    rng = np.random.default_rng(0)
+    labels = rng.random(300) < 0.3
+    scores = np.round(rng.normal(size=300) + labels, 1)  # many ties
+    got = M.binary_metrics(scores, labels)
+    assert got["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert got["ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+    assert got["f1max"] == pytest.approx(brute_f1max(scores, labels), abs=1e-12)
+
+
+def test_two_regions_of_different_sizes_by_hand():
+    """One image, a 1-pixel and a 3-pixel region, and a normal image.
+
+    Scores: the small region 0.9, the big region 0.8, 0.7, 0.1; normal pixels 0.5 except one
+    0.85 in the normal image. Walking down (N normal pixels = 16 - 4 + 16 - 0 = 28):
+      0.9:  PRO = (1 + 0)/2 = 0.5, FPR 0
+      0.85: FPR 1/28
+      0.8:  PRO = (1 + 1/3)/2
+      0.7:  PRO = (1 + 2/3)/2
+      0.5:  FPR = 1 (all remaining normal pixels), 0.1: PRO = 1.
+    """
+    maps = np.full((2, 4, 4), 0.5, dtype=np.float32)
+    masks = np.zeros((2, 4, 4), dtype=bool)
+    masks[0, 0, 0] = True
+    maps[0, 0, 0] = 0.9
+    masks[0, 2, 1:4] = True
+    maps[0, 2, 1:4] = [0.8, 0.7, 0.1]
+    maps[1, 3, 3] = 0.85
+    x = [0, 0, 1 / 28, 1 / 28, 1 / 28, 1.0]
+    y = [0, 0.5, 0.5, 2 / 3, 5 / 6, 5 / 6]
+    limit = 0.3
+    y_lim = 5 / 6  # flat from 1/28 to 1.0
+    area = sum((x[k] - x[k - 1]) * (y[k] + y[k - 1]) / 2 for k in range(1, 5))
+    area += (limit - 1 / 28) * (5 / 6 + y_lim) / 2
+    got = M.pixel_metrics(maps, masks)
+    assert got["pixel_aupro"] == pytest.approx(area / limit, abs=1e-12)
+    # F1-max by hand: threshold 0.7 → TP 3 (of 4), FP 1, precision 3/4, recall 3/4
+    assert got["pixel_f1max"] == pytest.approx(0.75, abs=1e-12)
+
+
+def test_eight_connectivity_joins_diagonal_pixels():
+    masks = np.zeros((1, 4, 4), dtype=bool)
+    masks[0, 0, 0] = masks[0, 1, 1] = True  # diagonal neighbours: one region, not two
+    maps = np.zeros((1, 4, 4), dtype=np.float32)
+    maps[0, 0, 0] = 1.0  # half of the single region found before any false positive
+    maps[0, 1, 1] = -1.0  # the other half found last
+    got = M.pixel_metrics(maps, masks, fpr_limit=1.0)["pixel_aupro"]
+    # one region: PRO jumps to 0.5 at FPR 0, stays 0.5 to FPR 1, then → 1 at FPR 1
+    assert got == pytest.approx(0.5, abs=1e-12)
+
+
+def test_invariant_under_strictly_increasing_transforms():
+    maps, masks = random_case(3, n=8, size=16)
+    maps = np.round(maps, 2)  # well-separated values survive the transforms in float32
+    scores = maps.max(axis=(1, 2))
+    ref = M.evaluate(maps, masks, scores)
+    for f in (lambda v: 3 * v + 7, lambda v: np.exp(v / 2), lambda v: np.arctan(v / 5)):
+        got = M.evaluate(f(maps.astype(np.float64)), masks, f(scores.astype(np.float64)))
+        assert got == pytest.approx(ref, abs=1e-12)
+
+
+def test_pixel_scores_are_compared_at_float32_precision():
+    """Documented semantics: float64 maps are rounded to float32, so values closer than
+    float32 resolution tie (as they would in the float32 maps a model emits)."""
+    maps, masks = random_case(9, n=4, size=8)
+    maps64 = maps.astype(np.float64)
+    maps64[masks] = 1.0 + 1e-12  # anomalous pixels just above ...
+    maps64[~masks & (maps64 > 0.5)] = 1.0  # ... some normal ones, within float32 resolution
+    got = M.pixel_metrics(maps64, masks)["pixel_auroc"]
+    as32 = maps64.astype(np.float32).ravel()
+    assert got == pytest.approx(roc_auc_score(masks.ravel(), as32), abs=1e-12)
+    assert got < roc_auc_score(masks.ravel(), maps64.ravel())  # the float64 order is finer
+
+
+def test_evaluate_returns_the_seven_keys_and_accepts_torch():
+    maps, masks = random_case(5)
+    out = M.evaluate(torch.from_numpy(maps).unsqueeze(1), torch.from_numpy(masks))
+    assert tuple(out) == M.METRIC_KEYS
+    assert all(isinstance(v, float) and 0 <= v <= 1 for v in out.values())
+    assert out["image_auroc"] == pytest.approx(
+        roc_auc_score(masks.any(axis=(1, 2)), maps.max(axis=(1, 2))), abs=1e-12
+    )
+
+
+def test_grid_aupro_is_opt_in_and_differs_from_exact():
+    maps, masks = random_case(11, n=10, size=24)
+    exact = M.evaluate(maps, masks)
+    assert "pixel_aupro_grid" not in exact
+    both = M.evaluate(maps, masks, paper_grid_thresholds=200)
+    assert both["pixel_aupro"] == exact["pixel_aupro"]
+    # the grid version rescales FPR to [0, 1] and moves under a monotone transform
+    g1 = M.aupro_grid(maps, masks, 200)
+    g2 = M.aupro_grid(np.exp(4 * maps), masks, 200)
+    assert abs(g1 - g2) > 1e-3
+    e2 = M.pixel_metrics(np.exp(4 * maps.astype(np.float64)), masks)["pixel_aupro"]
+    assert e2 == pytest.approx(exact["pixel_aupro"], abs=1e-9)
+
+
+def test_grid_aupro_matches_a_direct_threshold_loop():
+    maps, masks = random_case(12, n=6, size=16)
+    lo, hi, n = float(maps.min()), float(maps.max()), 50
+    fprs, pros = [], []
+    regions = []
+    for i, m in enumerate(masks):
+        lab, k = ndimage.label(m, structure=np.ones((3, 3)))
+        regions += [(i, lab == r) for r in range(1, k + 1)]
+    for j in range(n):
+        th = np.float32(lo + (hi - lo) / n * j)  # the paper code's thresholds are float32
+        pred = maps > th
+        fprs.append((pred & ~masks).sum() / (~masks).sum())
+        pros.append(np.mean([(pred[i] & r).sum() / r.sum() for i, r in regions]))
+    fprs, pros = np.array(fprs), np.array(pros)
+    keep = fprs < 0.3
+    x = (fprs[keep] - fprs[keep].min()) / (fprs[keep].max() - fprs[keep].min())
+    expected = auc(x, pros[keep])  # what the paper codebases call
+    assert M.aupro_grid(maps, masks, n) == pytest.approx(expected, abs=1e-12)
+
+
+def test_grid_aupro_nan_when_one_point_survives():
+    maps, masks = random_case(13)
+    maps[0, 0, 0] = 1e6  # one outlier pixel squeezes every other score below 1 threshold
+    with pytest.warns(UserWarning, match="NaN"):
+        assert np.isnan(M.aupro_grid(maps, masks, 200))
+    assert 0 <= M.pixel_metrics(maps, masks)["pixel_aupro"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"maps": np.full((2, 4, 4), np.nan)}, "NaN or inf"),
+        ({"maps": np.zeros((2, 4))}, r"shape \(N, H, W\)"),
+        ({"masks": np.zeros((2, 4, 5), dtype=bool)}, "does not match"),
+        ({"masks": np.full((2, 4, 4), 255, dtype=np.uint8)}, "0/255"),
+        ({"masks": np.zeros((2, 4, 4), dtype=bool)}, "no anomalous"),
+        ({"masks": np.ones((2, 4, 4), dtype=bool)}, "no normal"),
+        ({"image_scores": [0.1, np.inf]}, "image_scores contain NaN or inf"),
+        ({"labels": [1, 1]}, "labels disagree with masks at images \\[1\\]"),
+        ({"labels": [1]}, "one per map"),
+    ],
+)
+def test_bad_input_is_named(kwargs, match):
+    maps = np.random.default_rng(0).random((2, 4, 4)).astype(np.float32)
+    masks = np.zeros((2, 4, 4), dtype=bool)
+    masks[0, 1, 1] = True
+    args = {"maps": maps, "masks": masks, **kwargs}
+    with pytest.raises((ValueError, TypeError), match=match):
+        M.evaluate(**args)
+
+
+def test_single_class_image_labels():
+    with pytest.raises(ValueError, match="no anomalous samples"):
+        M.binary_metrics([0.1, 0.2], [0, 0])
+    with pytest.raises(ValueError, match="binary"):
+        M.binary_metrics([0.1, 0.2], [0, 2])
+
+
+def test_tables():
+    per = {"a": dict.fromkeys(M.METRIC_KEYS, 0.9), "b": dict.fromkeys(M.METRIC_KEYS, 0.7)}
+    t = M.mean_table(per)
+    assert list(t) == ["a", "b", "mean"] and t["mean"]["pixel_aupro"] == pytest.approx(0.8)
+    md = M.to_markdown(t)
+    assert "| mean | 80.0 |" in md and md.count("\n") == 4
