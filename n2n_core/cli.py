@@ -23,6 +23,32 @@ def _notebooks(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _download(args: argparse.Namespace) -> int:
+    from n2n_core.data.download import DownloadError, download
+
+    try:
+        download(args.dataset, args.root, keep_archives=args.keep_archives)
+    except DownloadError as exc:
+        print(f"error: {exc}")
+        return 1
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from n2n_core.data import list_categories, load_samples
+    from n2n_core.data.synthetic import ensure_synthetic
+
+    if args.source == "synthetic":
+        print(f"[n2n] embedded dataset at {ensure_synthetic(args.root)}")
+    for cat in args.category or list_categories(args.source, args.root):
+        train = load_samples(args.source, args.root, cat, "train")
+        test = load_samples(args.source, args.root, cat, "test")
+        defects = sorted({s.defect for s in test if s.label})
+        print(f"{cat:<14} train {len(train):>4}   test {len(test):>4} "
+              f"({sum(s.label for s in test)} anomalous: {', '.join(defects)})")  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m n2n_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-execute the committed notebooks in place (refresh stored outputs)",
     )
     nb.set_defaults(func=_notebooks)
+
+    dl = sub.add_parser("download", help="download, verify and unpack a dataset")
+    dl.add_argument("dataset", choices=["mvtec", "visa", "dagm", "dtd"])
+    dl.add_argument("--root", default="data", help="datasets folder (default: data)")
+    dl.add_argument("--keep-archives", action="store_true", help="keep the downloaded archives")
+    dl.set_defaults(func=_download)
+
+    from n2n_core.data.readers import SOURCES
+
+    da = sub.add_parser("data", help="list a dataset's categories and split sizes (checks it)")
+    da.add_argument("source", choices=SOURCES)
+    da.add_argument("--root", default="data/synthetic")
+    da.add_argument("--category", nargs="*", default=[])
+    da.set_defaults(func=_data)
     return parser
 
 
@@ -51,6 +91,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:  # DatasetError is a ValueError
         print(f"error: {exc}")
         return 2

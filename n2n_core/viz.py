@@ -126,3 +126,50 @@ def plot_pro_exact_vs_grid(
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def overlay_mask(
+    image: np.ndarray, mask: np.ndarray | None, colour: tuple[int, int, int] = (255, 0, 255)
+) -> np.ndarray:
+    """(H, W, 3) uint8 image with the outline of a boolean mask drawn on it."""
+    from scipy import ndimage
+
+    out = image.copy()
+    if mask is not None and mask.any():
+        edge = mask & ~ndimage.binary_erosion(mask, iterations=max(1, mask.shape[0] // 128))
+        out[edge] = colour
+    return out
+
+
+def dataset_gallery(
+    source: str, root: object, categories: Sequence[str], n_normal: int = 2
+) -> Figure:
+    """Per category: ``n_normal`` normal test images, then the first image of every defect type
+    with its ground-truth outline."""
+    from n2n_core.data import load_image, load_mask, load_samples
+
+    rows = []
+    for cat in categories:
+        test = load_samples(source, root, cat, "test")
+        picks = [s for s in test if not s.label][:n_normal]
+        seen: set[str] = set()
+        for s in test:
+            if s.label and s.defect not in seen:
+                seen.add(s.defect)
+                picks.append(s)
+        rows.append((cat, picks))
+    ncols = max(len(p) for _, p in rows)
+    fig, axes = plt.subplots(
+        len(rows), ncols, figsize=(1.6 * ncols, 1.75 * len(rows)), squeeze=False
+    )
+    for r, (cat, picks) in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(picks):
+                s = picks[c]
+                mask = load_mask(s.mask) if s.mask else None
+                ax.imshow(overlay_mask(load_image(s.image), mask))
+                ax.set_title(f"{cat}: {s.defect}", fontsize=8)
+    fig.tight_layout()
+    return fig
