@@ -12,7 +12,18 @@ from matplotlib.figure import Figure
 
 from n2n_core.schedules import NoiseSchedule
 
-__all__ = ["image_strip", "plot_schedules", "show_image", "slider_or_grid", "to_display"]
+__all__ = [
+    "dataset_gallery",
+    "image_strip",
+    "overlay_mask",
+    "plot_metric_curves",
+    "plot_pro_exact_vs_grid",
+    "plot_schedules",
+    "show_image",
+    "show_synthesis",
+    "slider_or_grid",
+    "to_display",
+]
 
 
 def to_display(x: torch.Tensor) -> np.ndarray:
@@ -54,29 +65,33 @@ def plot_schedules(schedules: Mapping[str, NoiseSchedule]) -> Figure:
 
 
 def slider_or_grid(
-    draw: Callable[[Axes, object], None],
-    name: str,
-    values: Sequence[object],
+    draw: Callable[..., None],
+    params: Mapping[str, Sequence[object]],
     interactive: bool,
-    grid_values: Sequence[object] | None = None,
+    grid: Sequence[Mapping[str, object]] = (),
 ) -> Figure | None:
-    """An ipywidgets slider over ``values`` calling ``draw(ax, value)``, or, headless
-    (``interactive=False``: papermill, CI), a static row of ``grid_values`` drawn the same way."""
+    """Sliders over ``params`` calling ``draw(ax, **values)``, or, headless
+    (``interactive=False``: papermill, CI), a static row with one panel per entry of ``grid``."""
     if interactive:
         import ipywidgets
 
         def _one(**kw: object) -> None:
             _, ax = plt.subplots(figsize=(3.2, 3.4))
-            draw(ax, kw[name])
+            draw(ax, **kw)
             plt.show()
 
-        slider = ipywidgets.SelectionSlider(options=list(values), description=name)
-        ipywidgets.interact(_one, **{name: slider})
+        ipywidgets.interact(
+            _one,
+            **{
+                k: ipywidgets.SelectionSlider(options=list(v), description=k)
+                for k, v in params.items()
+            },
+        )
         return None
-    shown = list(grid_values if grid_values is not None else values)
+    shown = list(grid) or [{k: v[0] for k, v in params.items()}]
     fig, axes = plt.subplots(1, len(shown), figsize=(2.2 * len(shown), 2.5))
-    for ax, v in zip(np.atleast_1d(axes), shown, strict=True):
-        draw(ax, v)
+    for ax, kw in zip(np.atleast_1d(axes), shown, strict=True):
+        draw(ax, **kw)
     fig.tight_layout()
     return fig
 
@@ -171,5 +186,24 @@ def dataset_gallery(
                 mask = load_mask(s.mask) if s.mask else None
                 ax.imshow(overlay_mask(load_image(s.image), mask))
                 ax.set_title(f"{cat}: {s.defect}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def show_synthesis(steps: Mapping[str, torch.Tensor], title: str = "") -> Figure:
+    """The panels of DiffusionAD Fig. 4: images (3, H, W) in [0, 1] or masks (H, W)."""
+    fig, axes = plt.subplots(1, len(steps), figsize=(1.9 * len(steps), 2.2))
+    for ax, (name, x) in zip(np.atleast_1d(axes), steps.items(), strict=True):
+        x = x.detach().float().cpu()
+        ax.imshow(
+            x.numpy() if x.dim() == 2 else x.permute(1, 2, 0).clamp(0, 1).numpy(),
+            cmap="gray" if x.dim() == 2 else None,
+            vmin=0,
+            vmax=1,
+        )
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
