@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from n2n_core.paths import default_root
 from n2n_core.profiles import PROFILES
 
 
@@ -44,8 +45,75 @@ def _data(args: argparse.Namespace) -> int:
         train = load_samples(args.source, args.root, cat, "train")
         test = load_samples(args.source, args.root, cat, "test")
         defects = sorted({s.defect for s in test if s.label})
-        print(f"{cat:<14} train {len(train):>4}   test {len(test):>4} "
-              f"({sum(s.label for s in test)} anomalous: {', '.join(defects)})")  # fmt: skip
+        print(
+            f"{cat:<14} train {len(train):>4}   test {len(test):>4} "
+            f"({sum(s.label for s in test)} anomalous: {', '.join(defects)})"
+        )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from n2n_core.methods.diffusionad import PROFILES as MODEL_PROFILES
+    from n2n_core.train import TRAIN_PROFILES, DataSpec, TrainingDiverged, train
+
+    model = MODEL_PROFILES[args.profile]
+    if args.image_size:
+        model = replace(
+            model,
+            image_size=args.image_size,
+            denoiser=replace(model.denoiser, image_size=args.image_size),
+        )
+    model = replace(
+        model,
+        **{
+            k: v
+            for k, v in {
+                "variant": args.variant,
+                "lambdas": tuple(args.lambdas or ()) or None,
+            }.items()
+            if v
+        },
+    )
+    overrides = {
+        "steps": args.steps,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "mixed_precision": args.mixed_precision,
+        "grad_accum": args.grad_accum,
+        "checkpoint_every": args.checkpoint_every,
+        "texture_dir": args.texture_dir,
+        "gradient_checkpointing": args.gradient_checkpointing or None,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.steps is not None:
+        overrides.setdefault("epochs", None)
+    tcfg = replace(TRAIN_PROFILES[args.profile], **overrides)
+    root = args.root or str(
+        default_root() / ("synthetic" if args.data == "synthetic" else args.data)
+    )
+    data = DataSpec(args.data, root, args.category, args.foreground_dir)
+    try:
+        summary = train(args.out, model, tcfg, data, resume=args.resume)
+    except TrainingDiverged as exc:
+        print(f"error: {exc}")
+        return 3
+    print(f"[n2n] trained {summary['steps']} steps in {summary['seconds']:.0f} s -> {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from n2n_core.evaluate import evaluate_run
+
+    metrics = evaluate_run(
+        args.run_dir, tuple(args.lambdas) if args.lambdas else None, args.top_k, args.seed
+    )
+    for k, v in metrics.items():
+        print(f"{k:<13} {v:.4f}")
+    print(f"[n2n] wrote {args.run_dir}/metrics.json, scores.csv, figures/samples.png")
     return 0
 
 
@@ -79,6 +147,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     from n2n_core.data.readers import SOURCES
 
+    tr = sub.add_parser("train", help="train a method on one category into a run folder")
+    tr.add_argument("--method", choices=["diffusionad"], default="diffusionad")
+    tr.add_argument("--data", choices=SOURCES, default="synthetic")
+    tr.add_argument(
+        "--root", help="dataset root (default: data/<data>, data/synthetic for synthetic)"
+    )
+    tr.add_argument("--category", required=True)
+    tr.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
+    tr.add_argument("--out", required=True, help="run folder")
+    tr.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last")
+    tr.add_argument("--variant", choices=["full", "segmentation_only", "denoising_only"])
+    tr.add_argument("--steps", type=int)
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--image-size", type=int)
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--lr", type=float)
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"])
+    tr.add_argument("--grad-accum", type=int)
+    tr.add_argument("--gradient-checkpointing", action="store_true")
+    tr.add_argument("--checkpoint-every", type=int)
+    tr.add_argument("--lambdas", type=int, nargs="+", help="inference steps λ (default 100 200)")
+    tr.add_argument("--texture-dir", help="DTD images for anomaly appearances")
+    tr.add_argument("--foreground-dir", help="precomputed foreground masks <stem>.png")
+    tr.set_defaults(func=_train)
+
+    ev = sub.add_parser("evaluate", help="Alg. 2 on a run's test split -> RUN_DIR/metrics.json")
+    ev.add_argument("run_dir")
+    ev.add_argument("--lambdas", type=int, nargs="+")
+    ev.add_argument("--top-k", type=int)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.set_defaults(func=_evaluate)
+
     da = sub.add_parser("data", help="list a dataset's categories and split sizes (checks it)")
     da.add_argument("source", choices=SOURCES)
     da.add_argument("--root", default="data/synthetic")
@@ -91,6 +192,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:  # DatasetError is a ValueError
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:  # DatasetError: ValueError
         print(f"error: {exc}")
         return 2

@@ -207,3 +207,38 @@ def show_synthesis(steps: Mapping[str, torch.Tensor], title: str = "") -> Figure
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def prediction_grid(
+    images: Sequence[torch.Tensor],
+    x0_hats: Sequence[torch.Tensor] | None,
+    maps: Sequence[torch.Tensor],
+    masks: Sequence[torch.Tensor],
+    titles: Sequence[str],
+) -> Figure:
+    """Columns of input, x̂0 (if any), anomaly map and ground truth (like DiffusionAD Fig. 5);
+    images in [-1, 1], maps and masks (1, H, W) in [0, 1]."""
+    rows = [("input", images)] + ([("x̂0", x0_hats)] if x0_hats is not None else [])
+    rows += [("anomaly map", maps), ("ground truth", masks)]
+    n = len(images)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.7 * n, 1.75 * len(rows)), squeeze=False)
+    for r, (name, xs) in enumerate(rows):
+        for c, x in enumerate(xs):
+            ax = axes[r, c]
+            if name in ("anomaly map", "ground truth"):
+                ax.imshow(
+                    x[0].float().cpu().numpy(),
+                    cmap="inferno" if name == "anomaly map" else "gray",
+                    vmin=0,
+                    vmax=1,
+                )
+            else:
+                show_image(ax, x)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, fontsize=9)
+            if r == 0:
+                ax.set_title(titles[c], fontsize=8)
+    fig.tight_layout()
+    return fig

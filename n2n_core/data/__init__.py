@@ -3,7 +3,7 @@ synthetic benchmark, foreground masks and downloads."""
 
 from n2n_core.data.dataset import AnomalyDataset, load_image, load_mask
 from n2n_core.data.foreground import estimate_foreground, foreground_masks
-from n2n_core.data.paths import default_root
+from n2n_core.paths import default_root
 from n2n_core.data.readers import SOURCES, is_texture, list_categories, load_samples
 from n2n_core.data.samples import DatasetError, Sample
 from n2n_core.data.synthetic import ensure_synthetic

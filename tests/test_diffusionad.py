@@ -1,0 +1,291 @@
+"""DiffusionAD: models, Alg. 1 / Alg. 2 wiring, training (resume, NaN guard), CLI, accelerate."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from n2n_core import cli
+from n2n_core.data import fixtures
+from n2n_core.methods.diffusionad import PROFILES, DiffusionAD, focal_loss, top_k_score
+from n2n_core.metrics import METRIC_KEYS
+from n2n_core.models import (
+    DenoiserConfig,
+    SegmentationNet,
+    SegmenterConfig,
+    count_parameters,
+    make_denoiser,
+)
+from n2n_core.train import DataSpec, TrainConfig, TrainingDiverged, train
+
+TINY = replace(
+    PROFILES["smoke"],
+    image_size=32,
+    denoiser=replace(
+        PROFILES["smoke"].denoiser,
+        image_size=32,
+        channels=(8, 16),
+        attention_resolutions=(),
+        norm_num_groups=4,
+    ),
+    segmenter=SegmenterConfig(base=4, multipliers=(1, 2, 4)),
+)
+
+
+@pytest.fixture(scope="module")
+def mvtec(tmp_path_factory):
+    return fixtures.write_mvtec(
+        tmp_path_factory.mktemp("data") / "mvtec",
+        categories=("bottle",),
+        n_train=8,
+        n_test=3,
+        size=32,
+    )
+
+
+# ------------------------------------------------------------------------------ models
+def test_paper_denoiser_configuration():
+    unet = make_denoiser(DenoiserConfig())
+    types = [type(b).__name__ for b in unet.down_blocks]
+    assert types == ["DownBlock2D"] * 3 + ["AttnDownBlock2D"] * 3  # attention at 32, 16, 8 px
+    assert [b.resnets[0].out_channels for b in unet.down_blocks] == [128, 128, 256, 256, 512, 512]
+    assert unet.mid_block.attentions[0].heads == 4
+    assert 120e6 < count_parameters(unet) < 150e6  # official: 131.7 M
+    x = torch.randn(1, 3, 64, 64)
+    small = make_denoiser(
+        DenoiserConfig(
+            image_size=64,
+            channels=(16, 32),
+            attention_resolutions=(32,),
+            attention_head_dim=16,
+            norm_num_groups=8,
+        )
+    )
+    with pytest.raises(ValueError, match="attention_head_dim 128 must divide the 32 channels"):
+        make_denoiser(DenoiserConfig(image_size=64, channels=(16, 32), attention_resolutions=(32,)))
+    assert small(x, torch.tensor([10])).sample.shape == x.shape
+
+
+def test_segmenter_shapes_and_range():
+    net = SegmentationNet(SegmenterConfig(in_channels=6, base=8, multipliers=(1, 2, 4)))
+    out = net(torch.randn(2, 6, 32, 32))
+    assert out.shape == (2, 1, 32, 32) and 0 <= float(out.min()) and float(out.max()) <= 1
+    assert 20e6 < count_parameters(SegmentationNet()) < 40e6  # paper/DRAEM scale
+    with pytest.raises(ValueError, match="divisible by 4"):
+        net(torch.randn(1, 6, 30, 30))
+
+
+# ---------------------------------------------------------------------- Alg. 1 / Alg. 2
+class Oracle(torch.nn.Module):
+    """A denoiser that knows x0, so returns the exact noise of x_t (DiffusionAD Eq. 2)."""
+
+    def __init__(self, x0, schedule):
+        super().__init__()
+        self.x0, self.s = x0, schedule
+
+    def forward(self, x_t, t):
+        ab = self.s.alpha_bar[t.cpu()].float().view(-1, 1, 1, 1)
+        return SimpleNamespace(sample=(x_t - ab.sqrt() * self.x0) / (1 - ab).sqrt())
+
+
+def test_alg1_wiring_with_an_oracle_denoiser():
+    model = DiffusionAD(TINY)
+    x0 = torch.rand(2, 3, 32, 32) * 1.6 - 0.8
+    model.denoiser = Oracle(x0, model.schedule)
+    seen = {}
+    model.segmenter.forward = lambda inp: (
+        seen.setdefault("inp", inp)[:, :1] * 0 + 0.5
+    )  # records input
+    loss, parts = model(x0, torch.zeros(2, 1, 32, 32), torch.Generator().manual_seed(0))
+    assert parts["noise"] < 1e-8  # Eq. 6 with the true noise
+    torch.testing.assert_close(
+        seen["inp"][:, 3:, :, 1], x0[:, :, :, 1], atol=1e-4, rtol=0
+    )  # Eq. 5: x̂0 = x0
+    torch.testing.assert_close(seen["inp"][:, :3], x0)  # concat(x0, x̂0)
+    assert torch.isclose(loss, parts["noise"] + parts["mask"])  # Eq. 8
+
+
+def test_alg1_draws_t_and_noise_from_the_generator():
+    model = DiffusionAD(TINY)
+    x, m = torch.rand(3, 3, 32, 32) * 2 - 1, torch.zeros(3, 1, 32, 32)
+    a = model(x, m, torch.Generator().manual_seed(5))[0]
+    b = model(x, m, torch.Generator().manual_seed(5))[0]
+    c = model(x, m, torch.Generator().manual_seed(6))[0]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_alg2_denoising_only_map_is_reconstruction_error():
+    model = DiffusionAD(replace(TINY, variant="denoising_only"))
+    assert model.segmenter is None and not model.needs_anomalies
+    x0 = torch.rand(2, 3, 32, 32) * 1.6 - 0.8
+    model.denoiser = Oracle(x0, model.schedule)
+    maps, x0_hats = model.anomaly_map(x0, torch.Generator().manual_seed(0), (100, 200))
+    assert maps.shape == (2, 1, 32, 32) and len(x0_hats) == 2
+    assert float(maps.max()) < 1e-4  # a perfect repair: |x0 − x̂0| = 0
+
+
+def test_alg2_is_seeded_and_averages_lambdas():
+    model = DiffusionAD(TINY).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    m1, _ = model.anomaly_map(x, torch.Generator().manual_seed(1))
+    m2, _ = model.anomaly_map(x, torch.Generator().manual_seed(1))
+    assert torch.equal(m1, m2)
+    g = torch.Generator().manual_seed(2)
+    both, _ = model.anomaly_map(x, g, (100, 200))
+    g = torch.Generator().manual_seed(2)
+    a, _ = model.anomaly_map(x, g, (100,))
+    b, _ = model.anomaly_map(x, g, (200,))
+    torch.testing.assert_close(both, (a + b) / 2)
+
+
+def test_segmentation_only_variant_sees_the_image_alone():
+    model = DiffusionAD(replace(TINY, variant="segmentation_only"))
+    assert model.denoiser is None and model.segmenter.encoder[0][0].in_channels == 3
+    _, parts = model(torch.rand(2, 3, 32, 32), torch.zeros(2, 1, 32, 32), torch.Generator())
+    assert set(parts) == {"mask"}
+
+
+def test_focal_loss_and_top_k_by_hand():
+    p, y = torch.tensor([0.9, 0.2, 0.7, 0.1]), torch.tensor([1.0, 1.0, 0.0, 0.0])
+    expect = [
+        -0.5 * 0.1**4 * math.log(0.9),
+        -0.5 * 0.8**4 * math.log(0.2),
+        -0.5 * 0.7**4 * math.log(0.3),
+        -0.5 * 0.1**4 * math.log(0.9),
+    ]
+    assert float(focal_loss(p, y)) == pytest.approx(sum(expect) / 4, rel=1e-5)
+    maps = torch.arange(32.0).view(2, 1, 4, 4)
+    torch.testing.assert_close(top_k_score(maps, 3), torch.tensor([14.0, 30.0]))
+
+
+# ---------------------------------------------------------------------------- training
+def _cfg(**kw):
+    return TrainConfig(**{"steps": 6, "batch_size": 4, "checkpoint_every": 2, "log_every": 1, **kw})
+
+
+def _log(run):
+    return [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_interrupted_run_resumes_with_the_same_losses(tmp_path, mvtec):
+    data = DataSpec("mvtec", str(mvtec), "bottle")
+    train(tmp_path / "straight", TINY, _cfg(), data)
+    train(tmp_path / "resumed", TINY, _cfg(), data, stop_after=3)  # "interrupted" after step 3
+    assert (
+        len(_log(tmp_path / "resumed")) == 3
+        and not (tmp_path / "resumed" / "model.safetensors").exists()
+    )
+    train(tmp_path / "resumed", TINY, _cfg(), data, resume=True)
+    assert _log(tmp_path / "resumed") == _log(tmp_path / "straight")  # bit-identical losses
+    assert (tmp_path / "resumed" / "model.safetensors").exists()
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train(tmp_path / "straight", TINY, _cfg(), data)
+    with pytest.raises(ValueError, match="other settings"):
+        train(tmp_path / "straight", TINY, _cfg(lr=1e-3), data, resume=True)
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, mvtec, monkeypatch):
+    original = DiffusionAD.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args):
+        calls["n"] += 1
+        loss, parts = original(self, *args)
+        return (loss * float("nan"), parts) if calls["n"] == 5 else (loss, parts)
+
+    monkeypatch.setattr(DiffusionAD, "forward", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"not finite at step 5.*last good checkpoint"):
+        train(run, TINY, _cfg(), DataSpec("mvtec", str(mvtec), "bottle"))
+    ckpt = run / "checkpoints" / "last"
+    assert ckpt.is_dir() and not (run / "checkpoints" / "last.tmp").exists()
+    assert len(_log(run)) == 4
+    monkeypatch.setattr(DiffusionAD, "forward", original)
+    train(
+        run, TINY, _cfg(), DataSpec("mvtec", str(mvtec), "bottle"), resume=True
+    )  # resumes from step 4
+    assert [e["step"] for e in _log(run)] == [1, 2, 3, 4, 5, 6]
+
+
+def _train_args(data, root, run, *extra):
+    return [
+        "train",
+        "--data",
+        data,
+        "--root",
+        str(root),
+        "--category",
+        "bottle",
+        "--out",
+        str(run),
+        "--steps",
+        "3",
+        "--image-size",
+        "32",
+        *extra,
+    ]
+
+
+def test_cli_train_and_evaluate_on_a_folder(tmp_path, mvtec, capsys):
+    run = tmp_path / "run"
+    args = _train_args(
+        "folder",
+        mvtec / "bottle",
+        run,
+        "--method",
+        "diffusionad",
+        "--profile",
+        "smoke",
+        "--checkpoint-every",
+        "2",
+        "--seed",
+        "1",
+    )
+    assert cli.main(args) == 0
+    assert cli.main(["evaluate", str(run)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert list(metrics) == list(METRIC_KEYS) and all(0 <= v <= 1 for v in metrics.values())
+    rows = (run / "scores.csv").read_text().splitlines()
+    assert rows[0] == "image,label,defect,score" and len(rows) == 1 + 9
+    assert (run / "figures" / "samples.png").stat().st_size > 1000
+    assert "pixel_aupro" in capsys.readouterr().out
+    assert cli.main(["evaluate", str(tmp_path / "nope")]) == 2
+
+
+def test_accelerate_launch_with_two_cpu_processes(tmp_path, mvtec):
+    run = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "n2n_core",
+        *_train_args("mvtec", mvtec, run, "--batch-size", "2"),
+    ]
+    # no GPU: ACCELERATE_USE_CPU makes the torchrun processes form a gloo (MULTI_CPU) group
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert (run / "model.safetensors").exists() and len(_log(run)) >= 1
+    state = run / "checkpoints" / "last"
+    assert sorted(p.name for p in state.glob("random_states_*.pkl")) == [
+        "random_states_0.pkl",
+        "random_states_1.pkl",
+    ]
+    shutil.rmtree(run)
