@@ -41,8 +41,12 @@ format: install
 notebooks: install
 	$(PY) -m n2n_core notebooks --inplace
 
+## speed/memory measurements (CPU-sized; on a GPU run inference_bench.py without flags)
 bench: install
-	@for b in benchmarks/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) benchmarks/metrics_bench.py
+	$(PY) benchmarks/synthesis_bench.py
+	$(PY) benchmarks/inference_bench.py --profile smoke
+	$(PY) benchmarks/inference_bench.py --profile paper --batch 1 --reverse-steps 10
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache $(VENV) .n2n-install-*
