@@ -19,6 +19,7 @@ __all__ = [
     "plot_metric_curves",
     "plot_pro_exact_vs_grid",
     "plot_schedules",
+    "prediction_grid",
     "show_image",
     "show_synthesis",
     "slider_or_grid",
