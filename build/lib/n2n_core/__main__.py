@@ -1,0 +1,3 @@
+from n2n_core.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,197 @@
+"""Command line: ``python -m n2n_core <command> ...`` (also installed as ``n2n``)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from n2n_core.paths import default_root
+from n2n_core.profiles import PROFILES
+
+
+def _notebooks(args: argparse.Namespace) -> int:
+    from n2n_core import runner
+
+    kwargs = {"notebooks_dir": args.notebooks_dir} if args.notebooks_dir else {}
+    if args.inplace:
+        runner.execute_in_place(only=args.only, **kwargs)
+        return 0
+    params = dict(runner.parse_param(p) for p in args.param)
+    rows = runner.run_notebooks(args.profile, args.out, only=args.only, parameters=params, **kwargs)
+    failed = [r["notebook"] for r in rows if r["status"] != "ok"]
+    if failed:
+        print(f"[n2n] failed: {', '.join(map(str, failed))}")
+    return 1 if failed else 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from n2n_core.data.download import DownloadError, download
+
+    try:
+        download(args.dataset, args.root, keep_archives=args.keep_archives)
+    except DownloadError as exc:
+        print(f"error: {exc}")
+        return 1
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from n2n_core.data import list_categories, load_samples
+    from n2n_core.data.synthetic import ensure_synthetic
+
+    if args.source == "synthetic":
+        print(f"[n2n] embedded dataset at {ensure_synthetic(args.root)}")
+    for cat in args.category or list_categories(args.source, args.root):
+        train = load_samples(args.source, args.root, cat, "train")
+        test = load_samples(args.source, args.root, cat, "test")
+        defects = sorted({s.defect for s in test if s.label})
+        print(
+            f"{cat:<14} train {len(train):>4}   test {len(test):>4} "
+            f"({sum(s.label for s in test)} anomalous: {', '.join(defects)})"
+        )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from n2n_core.methods.diffusionad import PROFILES as MODEL_PROFILES
+    from n2n_core.train import TRAIN_PROFILES, DataSpec, TrainingDiverged, train
+
+    model = MODEL_PROFILES[args.profile]
+    if args.image_size:
+        model = replace(
+            model,
+            image_size=args.image_size,
+            denoiser=replace(model.denoiser, image_size=args.image_size),
+        )
+    model = replace(
+        model,
+        **{
+            k: v
+            for k, v in {
+                "variant": args.variant,
+                "lambdas": tuple(args.lambdas or ()) or None,
+            }.items()
+            if v
+        },
+    )
+    overrides = {
+        "steps": args.steps,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "mixed_precision": args.mixed_precision,
+        "grad_accum": args.grad_accum,
+        "checkpoint_every": args.checkpoint_every,
+        "texture_dir": args.texture_dir,
+        "gradient_checkpointing": args.gradient_checkpointing or None,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.steps is not None:
+        overrides.setdefault("epochs", None)
+    tcfg = replace(TRAIN_PROFILES[args.profile], **overrides)
+    root = args.root or str(
+        default_root() / ("synthetic" if args.data == "synthetic" else args.data)
+    )
+    data = DataSpec(args.data, root, args.category, args.foreground_dir)
+    try:
+        summary = train(args.out, model, tcfg, data, resume=args.resume)
+    except TrainingDiverged as exc:
+        print(f"error: {exc}")
+        return 3
+    print(f"[n2n] trained {summary['steps']} steps in {summary['seconds']:.0f} s -> {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from n2n_core.evaluate import evaluate_run
+
+    metrics = evaluate_run(
+        args.run_dir, tuple(args.lambdas) if args.lambdas else None, args.top_k, args.seed
+    )
+    for k, v in metrics.items():
+        print(f"{k:<13} {v:.4f}")
+    print(f"[n2n] wrote {args.run_dir}/metrics.json, scores.csv, figures/samples.png")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m n2n_core", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    nb = sub.add_parser("notebooks", help="run notebooks/NN_*.ipynb headless via papermill")
+    nb.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
+    nb.add_argument("--out", help="folder for executed copies + summary (runs/<profile>)")
+    nb.add_argument("--only", nargs="*", default=[], help="notebook name prefixes, e.g. 01 04")
+    nb.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra papermill parameter; must be declared by every notebook run",
+    )
+    nb.add_argument("--notebooks-dir", help="where the notebooks are (default: the repo's)")
+    nb.add_argument(
+        "--inplace",
+        action="store_true",
+        help="re-execute the committed notebooks in place (refresh stored outputs)",
+    )
+    nb.set_defaults(func=_notebooks)
+
+    dl = sub.add_parser("download", help="download, verify and unpack a dataset")
+    dl.add_argument("dataset", choices=["mvtec", "visa", "dagm", "dtd"])
+    dl.add_argument("--root", default="data", help="datasets folder (default: data)")
+    dl.add_argument("--keep-archives", action="store_true", help="keep the downloaded archives")
+    dl.set_defaults(func=_download)
+
+    from n2n_core.data.readers import SOURCES
+
+    tr = sub.add_parser("train", help="train a method on one category into a run folder")
+    tr.add_argument("--method", choices=["diffusionad"], default="diffusionad")
+    tr.add_argument("--data", choices=SOURCES, default="synthetic")
+    tr.add_argument(
+        "--root", help="dataset root (default: data/<data>, data/synthetic for synthetic)"
+    )
+    tr.add_argument("--category", required=True)
+    tr.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
+    tr.add_argument("--out", required=True, help="run folder")
+    tr.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last")
+    tr.add_argument("--variant", choices=["full", "segmentation_only", "denoising_only"])
+    tr.add_argument("--steps", type=int)
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--image-size", type=int)
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--lr", type=float)
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"])
+    tr.add_argument("--grad-accum", type=int)
+    tr.add_argument("--gradient-checkpointing", action="store_true")
+    tr.add_argument("--checkpoint-every", type=int)
+    tr.add_argument("--lambdas", type=int, nargs="+", help="inference steps λ (default 100 200)")
+    tr.add_argument("--texture-dir", help="DTD images for anomaly appearances")
+    tr.add_argument("--foreground-dir", help="precomputed foreground masks <stem>.png")
+    tr.set_defaults(func=_train)
+
+    ev = sub.add_parser("evaluate", help="Alg. 2 on a run's test split -> RUN_DIR/metrics.json")
+    ev.add_argument("run_dir")
+    ev.add_argument("--lambdas", type=int, nargs="+")
+    ev.add_argument("--top-k", type=int)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.set_defaults(func=_evaluate)
+
+    da = sub.add_parser("data", help="list a dataset's categories and split sizes (checks it)")
+    da.add_argument("source", choices=SOURCES)
+    da.add_argument("--root", default="data/synthetic")
+    da.add_argument("--category", nargs="*", default=[])
+    da.set_defaults(func=_data)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:  # DatasetError: ValueError
+        print(f"error: {exc}")
+        return 2

@@ -1,0 +1,120 @@
+"""One torch ``Dataset`` over any list of samples: decode, RGB, resize, scale, binary mask.
+
+Decisions (each tested):
+- grayscale and 16-bit images are expanded to 3 channels; an alpha channel is dropped (the
+  benchmarks' images are opaque; alpha carries no appearance);
+- masks are binarised with ``> 0`` (MVTec stores 0/255, raw VisA small labels, some 0/1);
+- a mask whose size differs from its image is an **error**, not a silent resize: in these
+  datasets a size mismatch means a wrong pairing;
+- images are resized bilinearly (antialiased), masks with nearest neighbour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from n2n_core.data.samples import DatasetError, Sample
+
+__all__ = ["AnomalyDataset", "load_image", "load_mask"]
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    try:
+        im = Image.open(path)
+        im.load()
+        return im
+    except FileNotFoundError:
+        raise DatasetError(f"{what} {path} does not exist") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"cannot read {what} {path}: corrupt or not an image ({exc})") from None
+
+
+def load_image(path: Path | str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from any common image file."""
+    im = _open(Path(path), "image")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        a = a / 257.0 if a.max() > 255 else a  # 16-bit → 8-bit
+        return np.repeat(np.clip(np.rint(a), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    return np.asarray(im.convert("RGB"))
+
+
+def load_mask(path: Path | str) -> np.ndarray:
+    """(H, W) bool: every non-zero pixel is a defect pixel (palette masks: non-zero index)."""
+    im = _open(Path(path), "mask")
+    single = im.mode in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L", "F")
+    return np.asarray(im if single else im.convert("L")) > 0
+
+
+def _resize(a: np.ndarray, size: int, nearest: bool) -> np.ndarray:
+    if a.shape[0] == a.shape[1] == size:
+        return a
+    im = Image.fromarray(a.astype(np.uint8) * (255 if a.dtype == bool else 1))
+    im = im.resize((size, size), Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR)
+    out = np.asarray(im)
+    return out > 127 if a.dtype == bool else out
+
+
+class AnomalyDataset(torch.utils.data.Dataset):
+    """Samples → dicts with ``image`` (3, S, S) float32 in ``value_range``, ``mask`` (1, S, S)
+    float32 in {0, 1} (zeros for normal images), ``label``, ``index`` and ``path``.
+
+    ``foreground``: optional per-sample (H, W) bool masks (see ``n2n_core.data.foreground``),
+    returned resized as ``foreground`` (1, S, S); None entries mean "whole image".
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        image_size: int = 256,
+        value_range: tuple[float, float] = (-1.0, 1.0),
+        foreground: Sequence[np.ndarray | None] | None = None,
+    ) -> None:
+        if not samples:
+            raise DatasetError("no samples: the split is empty")
+        if image_size < 8:
+            raise ValueError(f"image_size must be at least 8, got {image_size}")
+        lo, hi = value_range
+        if not lo < hi:
+            raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
+        if foreground is not None and len(foreground) != len(samples):
+            raise ValueError(f"foreground has {len(foreground)} masks for {len(samples)} samples")
+        self.samples, self.image_size, self.value_range = list(samples), image_size, value_range
+        self.foreground = foreground
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, object]:
+        s = self.samples[index]
+        img = load_image(s.image)
+        if s.mask is not None:
+            mask = load_mask(s.mask)
+            if mask.shape != img.shape[:2]:
+                raise DatasetError(
+                    f"mask {s.mask} is {mask.shape[1]}x{mask.shape[0]} but its image {s.image} is "
+                    f"{img.shape[1]}x{img.shape[0]}: a size mismatch means a wrong pairing"
+                )
+        else:
+            mask = np.zeros(img.shape[:2], dtype=bool)
+        lo, hi = self.value_range
+        x = torch.from_numpy(_resize(img, self.image_size, nearest=False).copy())
+        item: dict[str, object] = {
+            "image": x.permute(2, 0, 1).float().mul_((hi - lo) / 255.0).add_(lo),
+            "mask": torch.from_numpy(_resize(mask, self.image_size, nearest=True).copy())[None].float(),
+            "label": s.label,
+            "index": index,
+            "path": str(s.image),
+        }
+        if self.foreground is not None:
+            fg = self.foreground[index]
+            fg = np.ones(img.shape[:2], dtype=bool) if fg is None else fg
+            item["foreground"] = torch.from_numpy(_resize(fg, self.image_size, nearest=True).copy())[None].float()
+        return item

@@ -1,0 +1,1 @@
+"""Anomaly detection methods: training step and inference, nothing else."""

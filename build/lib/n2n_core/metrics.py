@@ -1,0 +1,423 @@
+"""Anomaly detection metrics: image and pixel AUROC, AP, F1-max, and AUPRO.
+
+Definitions (see shared research notes, ``metrics.md``):
+
+- AUROC: area under the exact ROC curve (trapezoids between distinct thresholds; ties form
+  one diagonal step), as ``sklearn.metrics.roc_auc_score``.
+- AP: step-wise average precision Σ_k (R_k − R_{k−1}) P_k over distinct thresholds, as
+  ``sklearn.metrics.average_precision_score`` (not the trapezoidal AUPR of torchmetrics).
+- F1-max: the best 2PR/(P+R) over all distinct thresholds of the exact PR curve.
+- AUPRO (MVTec AD, Bergmann et al. IJCV 2021): ground-truth regions are the 8-connected
+  components of each mask; walking down the sorted scores, each normal pixel moves the
+  false-positive rate by 1/#normal and each pixel of region r adds 1/|r| to the summed
+  per-region overlap (PRO = sum / #regions). The exact curve (one point per distinct score,
+  starting at (0, 0)) is integrated with trapezoids up to ``fpr_limit`` (0.3), interpolating
+  at the limit, and divided by the limit. No threshold grid: every metric here is invariant
+  under strictly increasing transforms of the scores.
+
+Pixel scores are compared in float32 (the precision of the anomaly maps the models make;
+float64 maps are rounded to float32 first). All four pixel metrics come from *one* sort of
+a packed uint64 key (descending score bits | region id) followed by a streamed sweep in
+chunks: counts are int64, PRO sums float64, and nothing of size #pixels is kept beyond the
+key itself. ``aupro_grid`` is the paper-codebase approximation, opt-in and named so.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "METRIC_KEYS",
+    "aupro_grid",
+    "binary_metrics",
+    "evaluate",
+    "grid_pro_curve",
+    "mean_table",
+    "pixel_metrics",
+    "pro_curve",
+    "to_markdown",
+]
+
+METRIC_KEYS = (
+    "image_auroc",
+    "image_ap",
+    "image_f1max",
+    "pixel_auroc",
+    "pixel_ap",
+    "pixel_f1max",
+    "pixel_aupro",
+)
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+# ----------------------------------------------------------------------------- input checks
+def _to_numpy(x: object, name: str) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor; no copy when it already lives on the CPU
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    if arr.dtype == object:
+        raise TypeError(f"{name} must be a numeric array, got dtype object")
+    return arr
+
+
+def _as_maps(maps: object, name: str = "maps") -> np.ndarray:
+    a = _to_numpy(maps, name)
+    if a.ndim == 4 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 3:
+        raise ValueError(f"{name} must have shape (N, H, W) or (N, 1, H, W), got {a.shape}")
+    if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+        raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    bad = [i for i, img in enumerate(a) if not np.isfinite(img).all()]  # no full-size temporary
+    if bad:
+        raise ValueError(
+            f"{name} contain NaN or inf (images {bad[:5]}{' ...' if len(bad) > 5 else ''})"
+        )
+    return a
+
+
+def _as_binary(x: object, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    a = _to_numpy(x, name)
+    if shape is not None and a.ndim == len(shape) + 1 and a.shape[1] == 1:
+        a = a[:, 0]
+    if shape is not None and a.shape != shape:
+        raise ValueError(f"{name} shape {a.shape} does not match {shape}")
+    if a.dtype == bool:
+        return a
+    if np.issubdtype(a.dtype, np.number) and not ((a != 0) & (a != 1)).any():
+        return a.astype(bool)
+    hint = " (masks stored as 0/255? pass mask > 0)" if a.size and a.max() == 255 else ""
+    raise ValueError(f"{name} must be binary (bool or 0/1){hint}")
+
+
+def _as_scores(x: object, name: str, n: int | None = None) -> np.ndarray:
+    a = _to_numpy(x, name).astype(np.float64).ravel()
+    if n is not None and a.size != n:
+        raise ValueError(f"{name} has {a.size} entries, expected {n}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contain NaN or inf at {np.flatnonzero(~np.isfinite(a))[:5]}")
+    return a
+
+
+# ------------------------------------------------------------------- curves from tie runs
+@dataclass
+class _Sweep:
+    """Running state of a descending sweep over scores, updated one batch of tie-run ends at
+    a time (a run end is the last item of a group of equal scores: one curve point)."""
+
+    P: int  # positives
+    N: int  # negatives
+    R: int = 0  # ground-truth regions (AUPRO)
+    fpr_limit: float = 0.3
+    tp: int = 0  # counts at the last curve point
+    fp: int = 0
+    pro: float = 0.0
+    roc2: int = 0  # 2·P·N·AUROC, accumulated exactly in integers
+    ap: float = 0.0  # Σ ΔTP · precision (divided by P at the end)
+    f1: float = 0.0
+    pro_area: float = 0.0  # ∫ PRO dFPR up to the limit
+    pro_done: bool = False
+
+    def update(self, tp: np.ndarray, fp: np.ndarray, pro: np.ndarray | None = None) -> None:
+        if tp.size == 0:
+            return
+        tp_prev = np.concatenate(([self.tp], tp[:-1]))
+        fp_prev = np.concatenate(([self.fp], fp[:-1]))
+        self.roc2 += int(np.dot(fp - fp_prev, tp + tp_prev))  # trapezoids × 2PN, exact
+        dtp = tp - tp_prev
+        hit = dtp > 0  # precision is only needed where recall moves (and tp > 0 there)
+        self.ap += float(np.dot(dtp[hit], tp[hit] / (tp[hit] + fp[hit])))
+        self.f1 = max(self.f1, float((2 * tp / (tp + fp + self.P)).max()))
+        if pro is not None and not self.pro_done:
+            self._pro_update(fp, fp_prev, pro)
+        self.tp, self.fp = int(tp[-1]), int(fp[-1])
+        if pro is not None:
+            self.pro = float(pro[-1])
+
+    def _pro_update(self, fp: np.ndarray, fp_prev: np.ndarray, pro: np.ndarray) -> None:
+        x, x_prev = fp / self.N, fp_prev / self.N
+        y = pro / self.R
+        y_prev = np.concatenate(([self.pro / self.R], y[:-1]))
+        k = int(np.count_nonzero(x <= self.fpr_limit))  # x is non-decreasing: a prefix
+        self.pro_area += float(np.dot(x[:k] - x_prev[:k], (y[:k] + y_prev[:k]) / 2))
+        if k < x.size:  # the segment that crosses the limit: interpolate PRO at the limit
+            x0, x1, y0, y1 = x_prev[k], x[k], y_prev[k], y[k]
+            y_lim = y0 + (y1 - y0) * (self.fpr_limit - x0) / (x1 - x0)
+            self.pro_area += (self.fpr_limit - x0) * (y0 + y_lim) / 2
+            self.pro_done = True
+
+    def results(self) -> dict[str, float]:
+        out = {
+            "auroc": self.roc2 / (2 * self.P * self.N),
+            "ap": self.ap / self.P,
+            "f1max": self.f1,
+        }
+        if self.R:
+            out["aupro"] = self.pro_area / self.fpr_limit
+        return out
+
+
+def _check_two_classes(P: int, N: int, what: str) -> None:
+    if P == 0:
+        raise ValueError(f"{what}: no anomalous samples; AUROC, AP, F1-max and AUPRO are undefined")
+    if N == 0:
+        raise ValueError(f"{what}: no normal samples; AUROC and AUPRO are undefined")
+
+
+def binary_metrics(scores: object, labels: object) -> dict[str, float]:
+    """AUROC, AP and F1-max of scores against binary labels (1 = anomalous)."""
+    y = _as_binary(labels, "labels").ravel()
+    s = _as_scores(scores, "scores", y.size)
+    P = int(y.sum())
+    _check_two_classes(P, y.size - P, "labels")
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])  # last index of each tie run
+    tp = np.cumsum(y, dtype=np.int64)[ends]
+    sweep = _Sweep(P=P, N=y.size - P)
+    sweep.update(tp, ends + 1 - tp)
+    return sweep.results()
+
+
+# --------------------------------------------------------------------------- pixel level
+def _regions(masks: np.ndarray) -> tuple[list[np.ndarray | None], np.ndarray]:
+    """Per image: region ids (8-connected, numbered globally from 1; None if no defect), and
+    the weight 1/|r| of each id (index 0, normal pixels: weight 0)."""
+    ids: list[np.ndarray | None] = []
+    sizes = [np.zeros(1, dtype=np.int64)]
+    offset = 0
+    for m in masks:
+        if not m.any():
+            ids.append(None)
+            continue
+        lab, n = ndimage.label(m, structure=_EIGHT_CONNECTED)
+        ids.append(np.where(lab > 0, lab.astype(np.uint32) + np.uint32(offset), np.uint32(0)))
+        sizes.append(np.bincount(lab.ravel(), minlength=n + 1)[1:])
+        offset += n
+    size = np.concatenate(sizes).astype(np.float64)
+    weights = np.divide(1.0, size, out=np.zeros_like(size), where=size > 0)
+    return ids, weights
+
+
+def _descending_keys(maps: np.ndarray, ids: list[np.ndarray | None]) -> np.ndarray:
+    """uint64 keys whose ascending order is descending score: (~sortable float bits) << 32 |
+    region id. Built image by image so no full-size temporaries are made."""
+    keys = np.empty(maps.size, dtype=np.uint64)
+    per = maps[0].size
+    for i, (m, region) in enumerate(zip(maps, ids, strict=True)):
+        bits = (m + np.float32(0)).view(np.uint32).ravel()  # + 0 turns -0.0 into +0.0
+        flip = np.where(bits >> 31, np.uint32(0xFFFFFFFF), np.uint32(0x80000000))
+        k = keys[i * per : (i + 1) * per]
+        np.invert(bits ^ flip, out=bits)  # ascending float order → descending
+        np.left_shift(bits.astype(np.uint64), np.uint64(32), out=k)
+        if region is not None:
+            k |= region.ravel()
+    return keys
+
+
+def _tie_runs(
+    a: np.ndarray, m: np.ndarray, chunk_size: int
+) -> tuple[np.ndarray, Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """Sort once, then yield, chunk by chunk in descending score order, the cumulative
+    (TP, FP, PRO-sum) at the end of every tie run (= every point of the exact curves).
+    Chunks of ~1M keep each temporary small enough to be reused rather than re-mapped."""
+    ids, weights = _regions(m)
+    keys = _descending_keys(a, ids)
+    del ids
+    keys.sort()
+
+    def runs() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        tp_run, pro_run = 0, 0.0
+        low = np.uint64(0xFFFFFFFF)
+        for start in range(0, keys.size, chunk_size):
+            block = keys[start : start + chunk_size]
+            score = block >> np.uint64(32)
+            stop = start + block.size
+            end = np.empty(block.size, dtype=bool)
+            np.not_equal(score[1:], score[:-1], out=end[:-1])
+            end[-1] = stop == keys.size or (keys[stop] >> np.uint64(32)) != score[-1]
+            del score
+            region = (block & low).astype(np.intp)
+            tp = np.cumsum(region > 0, dtype=np.int64)
+            tp += tp_run
+            pro = np.cumsum(weights[region])
+            pro += pro_run
+            tp_run, pro_run = int(tp[-1]), float(pro[-1])
+            idx = np.flatnonzero(end)
+            tp_e = tp[idx]
+            yield tp_e, idx + (start + 1) - tp_e, pro[idx]
+
+    return weights, runs()
+
+
+def pixel_metrics(
+    maps: object,
+    masks: object,
+    fpr_limit: float = 0.3,
+    chunk_size: int = 1 << 20,
+) -> dict[str, float]:
+    """Pixel AUROC, AP, F1-max and AUPRO (MVTec definition, exact) from one sort.
+
+    ``maps``: (N, H, W) anomaly scores (higher = more anomalous); ``masks``: (N, H, W)
+    binary ground truth. ``chunk_size`` bounds the sweep's working memory.
+    """
+    a = _as_maps(maps)
+    return _pixel_metrics(a, _as_binary(masks, "masks", a.shape), fpr_limit, chunk_size)
+
+
+def _pixel_metrics(a: np.ndarray, m: np.ndarray, fpr_limit: float, chunk_size: int) -> dict:
+    if not 0 < fpr_limit <= 1:
+        raise ValueError(f"fpr_limit must lie in (0, 1], got {fpr_limit}")
+    P = int(np.count_nonzero(m))
+    _check_two_classes(P, m.size - P, "masks (pixels)")
+    weights, runs = _tie_runs(a, m, chunk_size)
+    sweep = _Sweep(P=P, N=m.size - P, R=weights.size - 1, fpr_limit=fpr_limit)
+    for tp, fp, pro in runs:
+        sweep.update(tp, fp, pro)
+    return {f"pixel_{k}": v for k, v in sweep.results().items()}
+
+
+def pro_curve(maps: object, masks: object) -> tuple[np.ndarray, np.ndarray]:
+    """The exact PRO curve (FPR, PRO), one point per distinct score, starting at (0, 0).
+    Its area up to the FPR limit, divided by the limit, is ``pixel_aupro``. Holds one point
+    per distinct score: meant for plotting, not for VisA-sized sets."""
+    a = _as_maps(maps)
+    m = _as_binary(masks, "masks", a.shape)
+    N = int(np.count_nonzero(~m))
+    _check_two_classes(m.size - N, N, "masks (pixels)")
+    weights, runs = _tie_runs(a, m, 1 << 20)
+    fp, pro = zip(*((f, p) for _, f, p in runs), strict=True)
+    return np.r_[0.0, np.concatenate(fp) / N], np.r_[0.0, np.concatenate(pro) / (weights.size - 1)]
+
+
+def grid_pro_curve(
+    maps: object,
+    masks: object,
+    num_thresholds: int = 200,
+    fpr_limit: float = 0.3,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The curve behind ``aupro_grid``: (FPR min-max rescaled to [0, 1], PRO) at the grid
+    thresholds whose FPR is below ``fpr_limit``, from high to low threshold."""
+    a = _as_maps(maps)
+    m = _as_binary(masks, "masks", a.shape)
+    if not m.any():
+        raise ValueError("masks (pixels): no anomalous pixels; AUPRO is undefined")
+    lo, hi = float(a.min()), float(a.max())
+    # float32 thresholds compared with float32 scores, as in the paper code (np.arange over
+    # float32 min/max)
+    thresholds = (lo + (hi - lo) / num_thresholds * np.arange(num_thresholds)).astype(np.float32)
+    ids, weights = _regions(m)
+    fp_hist = np.zeros(num_thresholds + 1, dtype=np.int64)
+    pro_hist = np.zeros(num_thresholds + 1, dtype=np.float64)
+    for img, mask, region in zip(a, m, ids, strict=True):
+        # number of thresholds strictly below each score = how many thresholds it exceeds
+        above = np.searchsorted(thresholds, img.ravel(), side="left")
+        fp_hist += np.bincount(above[~mask.ravel()], minlength=num_thresholds + 1)
+        if region is not None:
+            r = region.ravel()
+            pro_hist += np.bincount(above[r > 0], weights[r[r > 0]], num_thresholds + 1)
+    # positives at threshold j: pixels exceeding more than j thresholds; reversed so that the
+    # threshold falls and FPR, PRO rise (the path sklearn.metrics.auc integrates)
+    fpr = (np.cumsum(fp_hist[::-1])[::-1][1:] / np.count_nonzero(~m))[::-1]
+    pro = (np.cumsum(pro_hist[::-1])[::-1][1:] / (weights.size - 1))[::-1]
+    keep = fpr < fpr_limit
+    fpr, pro = fpr[keep], pro[keep]
+    if fpr.size < 2 or fpr.max() == fpr.min():
+        return np.full(fpr.size, np.nan), pro
+    return (fpr - fpr.min()) / (fpr.max() - fpr.min()), pro
+
+
+def aupro_grid(
+    maps: object,
+    masks: object,
+    num_thresholds: int = 200,
+    fpr_limit: float = 0.3,
+) -> float:
+    """**Paper-compatible approximation**, opt-in: the AUPRO of CFlow-style paper codebases
+    (the official DiffusionAD code uses it with 1000 thresholds).
+
+    ``num_thresholds`` thresholds from the maps' min in steps of (max − min)/num_thresholds;
+    a pixel is positive when its score is > the threshold; PRO averages the per-region
+    overlap; points with FPR < ``fpr_limit`` are kept, their FPRs **min-max rescaled to
+    [0, 1]**, and the curve integrated with trapezoids. The rescaling makes the value depend
+    on how the thresholds happen to fall (not invariant under monotone transforms), and it is
+    NaN when fewer than two distinct FPRs survive. Prefer ``pixel_metrics`` (exact).
+    """
+    x, pro = grid_pro_curve(maps, masks, num_thresholds, fpr_limit)
+    if x.size < 2 or np.isnan(x).any():
+        warnings.warn("aupro_grid: fewer than two distinct FPRs below the limit: NaN", stacklevel=2)
+        return float("nan")
+    return float(np.trapezoid(pro, x))
+
+
+# ----------------------------------------------------------------------------- one entry
+def evaluate(
+    maps: object,
+    masks: object,
+    image_scores: object | None = None,
+    labels: object | None = None,
+    fpr_limit: float = 0.3,
+    paper_grid_thresholds: int | None = None,
+) -> dict[str, float]:
+    """All seven metrics (``METRIC_KEYS``) for one set of anomaly maps.
+
+    ``image_scores`` default to each map's maximum (MVTec convention; DiffusionAD uses the
+    top-50 mean, which the method computes and passes here). ``labels`` default to "mask is
+    not empty"; when given they must agree with the masks. ``paper_grid_thresholds=1000``
+    adds ``pixel_aupro_grid``, the paper-codebase approximation (``aupro_grid``), beside the
+    exact value.
+    """
+    a = _as_maps(maps)
+    m = _as_binary(masks, "masks", a.shape)
+    has_defect = m.any(axis=(1, 2))
+    if labels is None:
+        y = has_defect
+    else:
+        y = _as_binary(labels, "labels").ravel()
+        if y.size != a.shape[0]:
+            raise ValueError(f"labels has {y.size} entries, expected {a.shape[0]} (one per map)")
+        bad = np.flatnonzero(y != has_defect)
+        if bad.size:
+            raise ValueError(
+                f"labels disagree with masks at images {bad[:10].tolist()}: an image is "
+                "anomalous exactly when its mask has a defect pixel"
+            )
+    s = a.max(axis=(1, 2)) if image_scores is None else _as_scores(image_scores, "image_scores")
+    out = {f"image_{k}": v for k, v in binary_metrics(s, y).items()}
+    out.update(_pixel_metrics(a, m, fpr_limit, chunk_size=1 << 20))
+    if paper_grid_thresholds:
+        out["pixel_aupro_grid"] = aupro_grid(a, m, paper_grid_thresholds, fpr_limit)
+    return out
+
+
+# ------------------------------------------------------------------------------- tables
+def mean_table(
+    per_category: Mapping[str, Mapping[str, float]], keys: Sequence[str] = METRIC_KEYS
+) -> dict[str, dict[str, float]]:
+    """Per-category results plus a ``mean`` row (unweighted mean over categories, as the
+    papers report)."""
+    rows = {c: {k: float(r[k]) for k in keys} for c, r in per_category.items()}
+    if rows:
+        rows["mean"] = {k: float(np.mean([r[k] for r in rows.values()])) for k in keys}
+    return rows
+
+
+def to_markdown(
+    table: Mapping[str, Mapping[str, float]],
+    keys: Sequence[str] = METRIC_KEYS,
+    percent: bool = True,
+    digits: int = 1,
+) -> str:
+    """A markdown table, categories as rows, values in percent by default."""
+    scale = 100.0 if percent else 1.0
+    lines = ["| category | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for cat, row in table.items():
+        vals = " | ".join(f"{row[k] * scale:.{digits}f}" for k in keys)
+        lines.append(f"| {cat} | {vals} |")
+    return "\n".join(lines)

@@ -1,0 +1,30 @@
+"""Where datasets and runs live by default."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["default_root", "default_runs"]
+
+
+def _checkout() -> Path | None:
+    repo = Path(__file__).resolve().parents[1]
+    return repo if (repo / "pyproject.toml").is_file() and (repo / "n2n_core").is_dir() else None
+
+
+def default_root() -> Path:
+    """Datasets: ``$N2N_DATA``; else this checkout's ``data/``; else ``./data`` (an installed
+    package, e.g. on Colab)."""
+    if os.environ.get("N2N_DATA"):
+        return Path(os.environ["N2N_DATA"])
+    repo = _checkout()
+    return repo / "data" if repo else Path.cwd() / "data"
+
+
+def default_runs() -> Path:
+    """Training runs: ``$N2N_RUNS``; else this checkout's ``runs/``; else ``./runs``."""
+    if os.environ.get("N2N_RUNS"):
+        return Path(os.environ["N2N_RUNS"])
+    repo = _checkout()
+    return repo / "runs" if repo else Path.cwd() / "runs"

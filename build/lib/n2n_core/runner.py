@@ -1,0 +1,186 @@
+"""The notebook pipeline: run ``notebooks/NN_*.ipynb`` headless and collect their key numbers.
+
+Inside a notebook, :func:`report` shows the numbers that matter (rounded, as a small table)
+and tags them with a private MIME type; :func:`run_notebooks` executes each notebook with
+papermill, injecting ``profile`` (and ``interactive=False``), reads those numbers back from
+the executed copy and writes ``summary.json`` / ``summary.md`` next to the copies.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from n2n_core.io import atomic_write_text
+
+__all__ = ["KEY_NUMBERS_MIME", "discover", "parse_param", "report", "run_notebooks"]
+
+KEY_NUMBERS_MIME = "application/vnd.n2n.key-numbers+json"
+NOTEBOOK_NAME = re.compile(r"^\d{2}_[A-Za-z0-9_-]+\.ipynb$")
+DEFAULT_NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def report(**numbers: float | int | str) -> None:
+    """Display a notebook's key numbers: a text table for readers, JSON for the runner."""
+    from IPython.display import display
+
+    width = max(map(len, numbers), default=0)
+    text = "\n".join(f"{k:<{width}}  {v}" for k, v in numbers.items())
+    display({KEY_NUMBERS_MIME: numbers, "text/plain": text}, raw=True)
+
+
+def discover(notebooks_dir: Path = DEFAULT_NOTEBOOKS, only: Sequence[str] = ()) -> list[Path]:
+    """``NN_topic.ipynb`` files in teaching order; ``only`` keeps those whose name starts with
+    one of the given prefixes (``"01"``, ``"04_metrics"``)."""
+    notebooks_dir = Path(notebooks_dir)
+    if not notebooks_dir.is_dir():
+        raise FileNotFoundError(f"notebook folder {notebooks_dir} does not exist")
+    found = sorted(p for p in notebooks_dir.iterdir() if NOTEBOOK_NAME.match(p.name))
+    if only:
+        found = [p for p in found if any(p.name.startswith(o) for o in only)]
+        if not found:
+            raise ValueError(f"no notebook in {notebooks_dir} starts with any of {list(only)}")
+    return found
+
+
+def parse_param(item: str) -> tuple[str, object]:
+    """``key=value`` from the command line; the value is a Python literal when it parses."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.isidentifier():
+        raise ValueError(f"parameter must look like name=value, got {item!r}")
+    try:
+        return key, ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return key, raw
+
+
+def _check_parameters(nb: Path, given: Mapping[str, object]) -> None:
+    import papermill
+
+    declared = papermill.inspect_notebook(str(nb))
+    if "profile" not in declared:
+        raise ValueError(f"{nb}: the first code cell must be tagged 'parameters' and set profile")
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise ValueError(f"{nb.name} has no parameter(s) {unknown}; it takes {sorted(declared)}")
+
+
+def _key_numbers(executed: Path) -> dict[str, object]:
+    nb = json.loads(executed.read_text(encoding="utf-8"))
+    numbers: dict[str, object] = {}
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []):
+            numbers.update(out.get("data", {}).get(KEY_NUMBERS_MIME, {}))
+    return numbers
+
+
+def run_notebooks(
+    profile: str = "smoke",
+    out_dir: Path | str | None = None,
+    notebooks_dir: Path | str = DEFAULT_NOTEBOOKS,
+    only: Sequence[str] = (),
+    parameters: Mapping[str, object] | None = None,
+    kernel_name: str = "python3",
+) -> list[dict[str, object]]:
+    """Execute every notebook with papermill into ``out_dir`` (default ``runs/<profile>``).
+
+    Every notebook runs even if an earlier one fails; the summary records each status, the
+    wall time and the key numbers, and names the executed copy to open when one failed.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from n2n_core.profiles import get_profile
+
+    get_profile(profile)  # refuse an unknown profile before starting any kernel
+    out = Path(out_dir if out_dir is not None else Path("runs") / profile).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    notebooks = discover(Path(notebooks_dir), only)
+    rows: list[dict[str, object]] = []
+    for nb in notebooks:
+        declared = papermill.inspect_notebook(str(nb))
+        params = {"profile": profile, **dict(parameters or {})}
+        if "interactive" in declared:
+            params.setdefault("interactive", False)
+        _check_parameters(nb, params)
+        executed = out / nb.name
+        print(f"[n2n] {nb.name} (profile={profile}) ...", flush=True)
+        start, status, error = time.perf_counter(), "ok", ""
+        try:
+            papermill.execute_notebook(
+                str(nb),
+                str(executed),
+                parameters=params,
+                kernel_name=kernel_name,
+                cwd=str(nb.parent),
+                progress_bar=False,
+                log_output=False,
+            )
+        except PapermillExecutionError as exc:
+            status, error = "failed", f"{exc.ename}: {exc.evalue}".strip()
+            print(
+                f"[n2n] {nb.name} FAILED in cell {exc.exec_count}: {error}\n"
+                f"      open {executed} to see the failing cell",
+                flush=True,
+            )
+        seconds = round(time.perf_counter() - start, 1)
+        numbers = _key_numbers(executed) if executed.exists() else {}
+        rows.append(
+            {
+                "notebook": nb.name,
+                "status": status,
+                "seconds": seconds,
+                "key_numbers": numbers,
+                "error": error,
+                "executed": str(executed),
+            }
+        )
+        print(f"[n2n] {nb.name}: {status} in {seconds} s {numbers}", flush=True)
+    _write_summary(out, profile, rows)
+    return rows
+
+
+def _write_summary(out: Path, profile: str, rows: list[dict[str, object]]) -> None:
+    atomic_write_text(
+        out / "summary.json", json.dumps({"profile": profile, "notebooks": rows}, indent=2) + "\n"
+    )
+    lines = [
+        f"# n2n notebook run — profile `{profile}`",
+        "",
+        "| notebook | status | seconds | key numbers |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        nums = ", ".join(f"{k}={v}" for k, v in r["key_numbers"].items())  # type: ignore[union-attr]
+        status = r["status"] if r["status"] == "ok" else f"**{r['status']}**: {r['error']}"
+        lines.append(f"| {r['notebook']} | {status} | {r['seconds']} | {nums} |")
+    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+
+
+def execute_in_place(
+    notebooks_dir: Path | str = DEFAULT_NOTEBOOKS, only: Sequence[str] = (), timeout: int = 1800
+) -> None:
+    """Re-execute the committed notebooks as they are (their own default parameters, i.e. the
+    smoke profile) and store the outputs, without per-cell timing metadata, for nbval."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    for nb_path in discover(Path(notebooks_dir), only):
+        print(f"[n2n] executing {nb_path.name} in place ...", flush=True)
+        nb = nbformat.read(nb_path, as_version=4)
+        NotebookClient(
+            nb,
+            timeout=timeout,
+            kernel_name="python3",
+            record_timing=False,
+            resources={"metadata": {"path": str(nb_path.parent)}},
+        ).execute()
+        for cell in nb.cells:
+            cell.metadata.pop("execution", None)
+        atomic_write_text(nb_path, nbformat.writes(nb) + "\n")
