@@ -1,33 +1,30 @@
 """Run profiles as data: ``smoke`` (CPU, minutes, CI) and ``paper`` (the papers' settings, GPU).
 
 Notebooks and the CLI take a profile *name* and look it up here, so the smoke and the paper
-run execute the same cells with different numbers. Method-specific hyper-parameters join
-this table as the methods land; nothing branches on the profile name elsewhere.
+run execute the same cells with different numbers. Each method keeps its own tables under the
+same names (``methods.diffusionad.PROFILES``, ``train.TRAIN_PROFILES``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-import torch
-
-__all__ = ["PROFILES", "Profile", "get_profile", "resolve_device"]
+__all__ = ["PROFILES", "Profile", "get_profile"]
 
 
 @dataclass(frozen=True)
 class Profile:
     name: str
     image_size: int  # pixels per side fed to the models (DiffusionAD and DeCo-Diff: 256)
-    device: str  # "cpu", "cuda", or "auto" (cuda when available)
     mc_draws: int  # Monte Carlo draws for the numerical checks in the notebooks
     timesteps: int  # T of the pixel-space DDPM (DiffusionAD §4.1: 1000)
     latent_timesteps: int  # T of the latent DDPM (DeCo-Diff §5: 10)
 
 
 PROFILES: dict[str, Profile] = {
-    "smoke": Profile("smoke", image_size=64, device="cpu", mc_draws=4000,
+    "smoke": Profile("smoke", image_size=64, mc_draws=4000,
                      timesteps=1000, latent_timesteps=10),
-    "paper": Profile("paper", image_size=256, device="auto", mc_draws=20000,
+    "paper": Profile("paper", image_size=256, mc_draws=20000,
                      timesteps=1000, latent_timesteps=10),
 }  # fmt: skip
 
@@ -41,12 +38,3 @@ def get_profile(name: str, **overrides: object) -> Profile:
     if unknown:
         raise ValueError(f"unknown profile field(s) {unknown}; known: {sorted(known)}")
     return replace(PROFILES[name], **overrides)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → cuda if available else cpu; an explicit ``cuda`` without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but torch sees no CUDA GPU")
-    return torch.device(device)
