@@ -75,7 +75,8 @@ def test_paper_denoiser_configuration():
 
 def test_segmenter_shapes_and_range():
     net = SegmentationNet(SegmenterConfig(in_channels=6, base=8, multipliers=(1, 2, 4)))
-    out = net(torch.randn(2, 6, 32, 32))
+    with torch.no_grad():
+        out = net(torch.randn(2, 6, 32, 32))
     assert out.shape == (2, 1, 32, 32) and 0 <= float(out.min()) and float(out.max()) <= 1
     assert 20e6 < count_parameters(SegmentationNet()) < 40e6  # paper/DRAEM scale
     with pytest.raises(ValueError, match="divisible by 4"):

@@ -1,3 +1,0 @@
-from n2n_core.cli import main
-
-raise SystemExit(main())

@@ -1,1 +1,0 @@
-"""Anomaly detection methods: training step and inference, nothing else."""
