@@ -157,6 +157,7 @@ def train(
     """Train DiffusionAD (Alg. 1) into ``run_dir``. ``stop_after`` ends the run after that
     many steps with a checkpoint, as an interruption would (used to test resuming)."""
     from accelerate import Accelerator
+    from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
@@ -189,8 +190,6 @@ def train(
     steps = train_cfg.steps
     if train_cfg.epochs:
         steps = math.ceil(train_cfg.epochs * len(images) / train_cfg.batch_size)
-    from accelerate.utils import set_seed
-
     set_seed(train_cfg.seed)  # the same initial weights on every process and every run
     model = DiffusionAD(model_cfg)
     if train_cfg.gradient_checkpointing and model.denoiser is not None:
@@ -216,9 +215,8 @@ def train(
         atomic_write_text(log_path, "".join(ln + "\n" for ln in kept))
     unwrapped = accelerator.unwrap_model(model)
     needs_anomalies = unwrapped.needs_anomalies
-    bar = tqdm(
-        total=steps, initial=state.step, disable=not main, desc=f"diffusionad {data.category}"
-    )
+    quiet = {} if main else {"disable": True}  # main: tqdm's own defaults, so TQDM_DISABLE=1 works
+    bar = tqdm(total=steps, initial=state.step, desc=f"diffusionad {data.category}", **quiet)
     start = time.perf_counter()
     last: dict[str, float] = {}
     while state.step < steps:
