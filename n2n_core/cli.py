@@ -52,30 +52,52 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def _model_config(args: argparse.Namespace, categories: list[str]) -> object:
+    """The method's profile config with the command line's overrides."""
     from dataclasses import replace
 
-    from n2n_core.methods.diffusionad import PROFILES as MODEL_PROFILES
-    from n2n_core.train import TRAIN_PROFILES, DataSpec, TrainingDiverged, train
+    if args.method == "decodiff":
+        from n2n_core.methods.decodiff import PROFILES as DECODIFF
 
-    model = MODEL_PROFILES[args.profile]
+        model = DECODIFF[args.profile]
+        if args.vae:
+            model = replace(model, vae=replace(model.vae, pretrained=args.vae))
+        if args.vae_steps:
+            model = replace(model, vae=replace(model.vae, steps=args.vae_steps))
+        size = args.image_size or model.image_size
+        latent = replace(model.unet, image_size=size // model.vae.factor)
+        model = replace(model, image_size=size, unet=latent)
+        extra = {
+            "strategy": args.strategy,
+            "reverse_steps": args.reverse_steps,
+            "anomaly_map": args.anomaly_map,
+        }
+        model = replace(model, **{k: v for k, v in extra.items() if v is not None})
+        multi = args.category == "all" and not args.unconditional
+        return model.with_classes(categories if multi else ())
+    from n2n_core.methods.diffusionad import PROFILES as DIFFUSIONAD
+
+    model = DIFFUSIONAD[args.profile]
     if args.image_size:
         model = replace(
             model,
             image_size=args.image_size,
             denoiser=replace(model.denoiser, image_size=args.image_size),
         )
-    model = replace(
-        model,
-        **{
-            k: v
-            for k, v in {
-                "variant": args.variant,
-                "lambdas": tuple(args.lambdas or ()) or None,
-            }.items()
-            if v
-        },
-    )
+    extra = {"variant": args.variant, "lambdas": tuple(args.lambdas or ()) or None}
+    return replace(model, **{k: v for k, v in extra.items() if v})
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from n2n_core.train import TRAIN_PROFILES, DataSpec, TrainingDiverged, categories_of, train
+
+    if args.category is None:
+        if args.method == "diffusionad":
+            print("error: --category is required for diffusionad (one model per category)")
+            return 2
+        args.category = "all"
     overrides = {
         "steps": args.steps,
         "epochs": args.epochs,
@@ -91,11 +113,12 @@ def _train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.steps is not None:
         overrides.setdefault("epochs", None)
-    tcfg = replace(TRAIN_PROFILES[args.profile], **overrides)
+    tcfg = replace(TRAIN_PROFILES[args.method][args.profile], **overrides)
     root = args.root or str(
         default_root() / ("synthetic" if args.data == "synthetic" else args.data)
     )
     data = DataSpec(args.data, root, args.category, args.foreground_dir)
+    model = _model_config(args, categories_of(data))
     try:
         summary = train(args.out, model, tcfg, data, resume=args.resume)
     except TrainingDiverged as exc:
@@ -113,7 +136,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     for k, v in metrics.items():
         print(f"{k:<13} {v:.4f}")
-    print(f"[n2n] wrote {args.run_dir}/metrics.json, scores.csv, figures/samples.png")
+    print(
+        f"[n2n] wrote {args.run_dir}/metrics.json, metrics_per_category.csv, scores.csv, "
+        "figures/samples.png"
+    )
     return 0
 
 
@@ -147,13 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     from n2n_core.data.readers import SOURCES
 
-    tr = sub.add_parser("train", help="train a method on one category into a run folder")
-    tr.add_argument("--method", choices=["diffusionad"], default="diffusionad")
+    tr = sub.add_parser("train", help="train a method into a run folder")
+    tr.add_argument("--method", choices=["diffusionad", "decodiff"], default="diffusionad")
     tr.add_argument("--data", choices=SOURCES, default="synthetic")
     tr.add_argument(
         "--root", help="dataset root (default: data/<data>, data/synthetic for synthetic)"
     )
-    tr.add_argument("--category", required=True)
+    tr.add_argument(
+        "--category",
+        help="a category, or 'all' (one model for every category: decodiff's default)",
+    )
     tr.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
     tr.add_argument("--out", required=True, help="run folder")
     tr.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last")
@@ -171,9 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lambdas", type=int, nargs="+", help="inference steps λ (default 100 200)")
     tr.add_argument("--texture-dir", help="DTD images for anomaly appearances")
     tr.add_argument("--foreground-dir", help="precomputed foreground masks <stem>.png")
+    dc = tr.add_argument_group("decodiff")
+    dc.add_argument("--vae", help="pretrained AutoencoderKL: hub id or local folder")
+    dc.add_argument("--vae-steps", type=int, help="training steps of the small autoencoder")
+    dc.add_argument("--strategy", choices=["z_t-1", "z_0"], help="correction strategy (Table 3)")
+    dc.add_argument("--reverse-steps", type=int, help="correction steps (default 5)")
+    dc.add_argument(
+        "--anomaly-map", choices=["pixel", "latent", "arithmetic", "geometric"], help="Table 4"
+    )
+    dc.add_argument(
+        "--unconditional", action="store_true", help="no class conditioning for --category all"
+    )
     tr.set_defaults(func=_train)
 
-    ev = sub.add_parser("evaluate", help="Alg. 2 on a run's test split -> RUN_DIR/metrics.json")
+    ev = sub.add_parser("evaluate", help="a run on its test split -> RUN_DIR/metrics.json")
     ev.add_argument("run_dir")
     ev.add_argument("--lambdas", type=int, nargs="+")
     ev.add_argument("--top-k", type=int)

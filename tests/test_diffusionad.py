@@ -254,7 +254,7 @@ def test_cli_train_and_evaluate_on_a_folder(tmp_path, mvtec, capsys):
     metrics = json.loads((run / "metrics.json").read_text())
     assert list(metrics) == list(METRIC_KEYS) and all(0 <= v <= 1 for v in metrics.values())
     rows = (run / "scores.csv").read_text().splitlines()
-    assert rows[0] == "image,label,defect,score" and len(rows) == 1 + 9
+    assert rows[0] == "category,image,label,defect,score" and len(rows) == 1 + 9
     assert (run / "figures" / "samples.png").stat().st_size > 1000
     assert "pixel_aupro" in capsys.readouterr().out
     assert cli.main(["evaluate", str(tmp_path / "nope")]) == 2

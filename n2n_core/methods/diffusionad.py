@@ -40,12 +40,21 @@ class DiffusionADConfig:
     focal_gamma: float = 4.0
     lambdas: tuple[int, ...] = (100, 200)  # Alg. 2 / Table 4
     top_k: int = 50  # image score: mean of the top-K map pixels (at 256 × 256)
+    # Alg. 1 draws t ~ U{1..T}. With train_t_max, t ~ U{1..train_t_max}: the segmenter then
+    # learns on repairs from the noise levels Alg. 2 uses (λ ≤ 200), as the official code's
+    # t < 300 branch does. None: the paper.
+    train_t_max: int | None = None
+    # Eq. 8 trains both nets jointly: the mask loss also reaches the denoiser through x̂0 (as in
+    # the official code). detach_x0_hat=True stops that gradient.
+    detach_x0_hat: bool = False
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if not self.lambdas or not all(1 <= lam <= self.T for lam in self.lambdas):
             raise ValueError(f"lambdas must be steps in 1..{self.T}, got {self.lambdas}")
+        if self.train_t_max is not None and not 1 <= self.train_t_max <= self.T:
+            raise ValueError(f"train_t_max must be in 1..{self.T} or None, got {self.train_t_max}")
         if self.denoiser.image_size != self.image_size:
             raise ValueError(
                 f"denoiser.image_size {self.denoiser.image_size} != image_size {self.image_size}"
@@ -123,11 +132,14 @@ class DiffusionAD(nn.Module):
         x0_hat = None
         if self.denoiser is not None:
             b = images.shape[0]
-            t = torch.randint(1, self.cfg.T + 1, (b,), generator=g).to(images.device)
+            t_max = self.cfg.train_t_max or self.cfg.T
+            t = torch.randint(1, t_max + 1, (b,), generator=g).to(images.device)
             eps = torch.randn(images.shape, generator=g).to(images.device, images.dtype)
             x0_hat, pred_eps = self.one_step(images, t, eps)
             parts["noise"] = F.mse_loss(pred_eps.float(), eps.float())  # Eq. 6
         if self.segmenter is not None:
+            if x0_hat is not None and self.cfg.detach_x0_hat:
+                x0_hat = x0_hat.detach()
             inp = images if x0_hat is None else torch.cat([images, x0_hat], 1)
             pred = self.segmenter(inp)
             parts["mask"] = F.smooth_l1_loss(

@@ -5,6 +5,9 @@ Paper configuration: base 128 channels with multipliers (1, 1, 2, 2, 4, 4) (128 
 scale-shift time conditioning, GroupNorm(32), attention at 32, 16 and 8 px, sinusoidal time
 embedding. diffusers takes one head *size*; 128 gives the paper's 4 heads at the 512-channel
 levels (16 px, 8 px, middle) and 2 heads at 32 px.
+
+DeCo-Diff's DoD predictor is the same kind of attention UNet on 4-channel latents
+(``in_channels=4``), optionally class-conditioned (``num_classes``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class DenoiserConfig:
     norm_num_groups: int = 32
     dropout: float = 0.0
     in_channels: int = 3
+    num_classes: int = 0  # > 0: a learned class embedding added to the time embedding
 
 
 def make_denoiser(cfg: DenoiserConfig) -> UNet2DModel:
@@ -57,4 +61,5 @@ def make_denoiser(cfg: DenoiserConfig) -> UNet2DModel:
         resnet_time_scale_shift="scale_shift",
         dropout=cfg.dropout,
         time_embedding_type="positional",
+        num_class_embeds=cfg.num_classes or None,
     )

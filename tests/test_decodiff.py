@@ -1,0 +1,299 @@
+"""DeCo-Diff: Eq. 7, 10-11, 13-15 against closed forms; the latent autoencoder; training
+(shared loop: resume), CLI (multi-class, per-category metrics)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from n2n_core import cli
+from n2n_core.data import fixtures
+from n2n_core.deviation import (
+    correct,
+    correction_timesteps,
+    discrepancy_maps,
+    dod_target,
+    gaussian_blur,
+    masked_forward,
+    patch_mask,
+    shuffle_noise,
+)
+from n2n_core.methods.decodiff import PROFILES, DeCoDiff, detect, image_score
+from n2n_core.metrics import METRIC_KEYS
+from n2n_core.models.vae import VAEConfig, ensure_vae, load_pretrained_vae, make_autoencoder, psnr
+from n2n_core.schedules import make_schedule, q_sample
+from n2n_core.train import DataSpec, TrainConfig, train
+
+S = make_schedule("cosine", 10)
+
+
+def _g(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------ Eq. 7: masked forward
+@pytest.mark.parametrize("patch", [1, 2, 4, 8])
+def test_patch_mask_has_the_ratio_and_is_constant_on_patches(patch):
+    ratio = torch.tensor([0.0, 0.3, 0.7, 1.0])
+    m = patch_mask(4, (16, 16), ratio, patch, _g())
+    n = (16 // patch) ** 2
+    expected = (ratio * n).round() / n
+    torch.testing.assert_close(m.mean((1, 2, 3)), expected.float())
+    blocks = m.unfold(2, patch, patch).unfold(3, patch, patch)  # (B, 1, gh, gw, p, p)
+    assert bool((blocks == blocks[..., :1, :1]).all())
+    with pytest.raises(ValueError, match="must divide"):
+        patch_mask(1, (16, 16), ratio[:1], 3, _g())
+
+
+def test_masked_forward_diffuses_only_the_noisy_patches():
+    z0, eps = torch.randn(3, 4, 8, 8, generator=_g(1)), torch.randn(3, 4, 8, 8, generator=_g(2))
+    m = patch_mask(3, (8, 8), torch.full((3,), 0.5), 2, _g(3))
+    t = torch.tensor([1, 5, 10])
+    zt = masked_forward(z0, t, S, m, eps)
+    vis, noisy = m.expand_as(z0) == 0, m.expand_as(z0) == 1
+    assert torch.equal(zt[vis], z0[vis])  # visible patches untouched (Eq. 7, second case)
+    torch.testing.assert_close(zt[noisy], q_sample(z0, t, S, eps)[noisy])  # Eq. 2 on the others
+
+
+def test_shuffled_patches_come_from_the_next_image_of_the_batch():
+    z0 = torch.randn(4, 4, 8, 8, generator=_g(4))
+    noise, s = shuffle_noise(z0, torch.full((4,), 0.25), 2, _g(5))
+    sel = s.expand_as(z0) == 1
+    assert sel.any() and torch.equal(noise[sel], z0.roll(-1, 0)[sel])
+    rest = noise[~sel]  # Gaussian elsewhere
+    assert abs(float(rest.mean())) < 0.1 and abs(float(rest.std()) - 1) < 0.1
+
+
+# --------------------------------------------------------------- Eq. 10-11: the DoD target
+def test_dod_target_matches_eq_10_11_on_noisy_and_is_zero_on_visible_patches():
+    z0, eps = torch.randn(4, 4, 8, 8, generator=_g(6)), torch.randn(4, 4, 8, 8, generator=_g(7))
+    m = patch_mask(4, (8, 8), torch.full((4,), 0.5), 4, _g(8))
+    t = torch.tensor([1, 3, 7, 10])
+    zt = masked_forward(z0, t, S, m, eps)
+    delta = dod_target(zt, z0, t, S)
+    ab = S.alpha_bar[t].float().view(-1, 1, 1, 1)
+    closed = eps - (1 - ab.sqrt()) / (1 - ab).sqrt() * z0  # Eq. 10
+    noisy = m.expand_as(z0) == 1
+    torch.testing.assert_close(delta[noisy], closed[noisy])
+    assert torch.equal(delta[~noisy], torch.zeros_like(delta[~noisy]))
+    torch.testing.assert_close(z0 + (1 - ab).sqrt() * delta, zt)  # Eq. 11
+    with pytest.raises(ValueError, match="t ≥ 1"):
+        dod_target(zt, z0, 0, S)
+
+
+# ------------------------------------------------------------- Eq. 13-14: the correction
+def test_correction_timesteps():
+    assert correction_timesteps(10, 5) == [10, 8, 6, 4, 2]
+    assert correction_timesteps(10, 10) == list(range(10, 0, -1))
+    assert correction_timesteps(10, 1) == [10]
+    assert correction_timesteps(10, 5, start=9) == [9, 8, 7, 6, 5]
+    with pytest.raises(ValueError, match="steps"):
+        correction_timesteps(10, 11)
+
+
+@pytest.mark.parametrize("strategy", ["z_t-1", "z_0"])
+def test_an_oracle_dod_recovers_z0_exactly_with_either_strategy(strategy):
+    z0 = torch.randn(2, 4, 8, 8, dtype=torch.float64, generator=_g(9))
+    z = z0 + torch.randn(z0.shape, dtype=torch.float64, generator=_g(10))  # a deviated latent
+    oracle = lambda zt, t: dod_target(zt, z0, t, S)  # noqa: E731
+    final, traj = correct(oracle, z, S, [10, 7, 4, 1], strategy)
+    torch.testing.assert_close(final, z0)
+    assert all(torch.allclose(x, z0) for x in traj)
+
+
+def test_constant_dod_closed_forms_distinguish_the_strategies():
+    z, c = torch.zeros(1, 1, 2, 2, dtype=torch.float64), torch.ones(1, 1, 2, 2, dtype=torch.float64)
+    steps = [10, 8, 6, 4, 2]
+    s = (1 - S.alpha_bar).sqrt()
+    f1, _ = correct(lambda zt, t: c, z, S, steps, "z_t-1")
+    f0, _ = correct(lambda zt, t: c, z, S, steps, "z_0")
+    # Eq. 14 re-noises along the same δ, so the steps telescope: z̃0 = z - √(1-ᾱ_10) c
+    torch.testing.assert_close(f1, z - s[10] * c)
+    # keeping z̃0 subtracts at every step: z - Σ √(1-ᾱ_t) c
+    torch.testing.assert_close(f0, z - sum(s[t] for t in steps) * c)
+
+
+# --------------------------------------------------------------------- Eq. 15: the maps
+def test_gaussian_blur_matches_scipy():
+    x = torch.rand(1, 1, 20, 24, generator=_g(11), dtype=torch.float64)
+    ours = gaussian_blur(x, 1.5)[0, 0].numpy()
+    ref = ndimage.gaussian_filter(x[0, 0].numpy(), 1.5, mode="mirror", truncate=4.0)
+    np.testing.assert_allclose(ours, ref, atol=1e-12)
+
+
+def test_discrepancy_maps_clip_scale_and_combine():
+    z0, x0 = torch.zeros(1, 4, 4, 4), torch.zeros(1, 3, 16, 16)
+    zero = discrepancy_maps(z0, z0, x0, x0)
+    assert all(float(v.abs().max()) == 0 for v in zero.values())
+    # constant deviations: the blurs leave constants alone, so the closed forms hold everywhere
+    for dz, dx in [(0.1, 0.2), (0.1, 0.4), (0.5, 1.0)]:
+        zt = z0 + torch.tensor([dz, dz, dz, dz]).view(1, 4, 1, 1)
+        xt = x0 + torch.tensor([0.0, dx, dx / 2]).view(1, 3, 1, 1)  # max over RGB = dx
+        maps = discrepancy_maps(z0, zt, x0, xt, tau_l=0.2, tau_p=0.4)
+        lat, pix = min(dz, 0.2) / 0.2, min(dx, 0.4) / 0.4
+        expected = {
+            "latent": lat,
+            "pixel": pix,
+            "arithmetic": (lat + pix) / 2,
+            "geometric": math.sqrt(lat * pix),
+        }
+        for k, v in expected.items():
+            assert maps[k].shape == (1, 1, 16, 16)
+            torch.testing.assert_close(maps[k], torch.full_like(maps[k], v))
+
+
+def test_image_score_is_the_map_maximum():
+    maps = torch.rand(3, 1, 8, 8, generator=_g(12))
+    torch.testing.assert_close(image_score(maps), maps.flatten(1).max(1).values)
+
+
+# ------------------------------------------------------------------- the latent space
+def test_offline_vae_error_names_the_hub_id_and_what_to_do(tmp_path):
+    code = (
+        "from n2n_core.models.vae import load_pretrained_vae\n"
+        "try:\n    load_pretrained_vae('stabilityai/sd-vae-ft-ema')\n"
+        "except RuntimeError as e:\n    print(e)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    ).stdout
+    assert "stabilityai/sd-vae-ft-ema" in out and "HF_HUB_OFFLINE" in out and "--vae" in out
+
+
+def test_pretrained_vae_loads_from_a_local_folder(tmp_path):
+    torch.manual_seed(0)
+    ae = make_autoencoder(VAEConfig(channels=(8, 8), norm_num_groups=4))
+    ae.save_pretrained(tmp_path / "vae")
+    vae = load_pretrained_vae(str(tmp_path / "vae"))
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    z = vae.encode(x)
+    assert z.shape == (2, 4, 8, 8) and vae.factor == 2 and vae.scale == ae.config.scaling_factor
+    torch.testing.assert_close(z, ae.encode(x).latent_dist.mean * ae.config.scaling_factor)
+    assert vae.decode(z).shape == x.shape
+
+
+def test_small_vae_is_trained_once_cached_and_scaled_to_unit_std(tmp_path):
+    cfg = VAEConfig(channels=(8, 8), norm_num_groups=4, steps=4, batch_size=4)
+    images = (torch.rand(6, 3, 16, 16, generator=_g(13)) * 255).to(torch.uint8)
+    vae = ensure_vae(cfg, tmp_path / "vae", images)
+    assert (tmp_path / "vae" / "losses.json").is_file()
+    x = images.float() / 127.5 - 1
+    torch.testing.assert_close(float(vae.encode(x).std()), 1.0, atol=1e-4, rtol=0)
+    again = ensure_vae(cfg, tmp_path / "vae")  # loaded, not retrained
+    torch.testing.assert_close(again.encode(x), vae.encode(x))
+
+
+def test_psnr_by_hand():
+    x = torch.zeros(1, 3, 4, 4)
+    torch.testing.assert_close(psnr(x, x + 0.2), torch.tensor([10 * math.log10(4 / 0.04)]))
+
+
+# ------------------------------------------------------------------ model and training
+TINY = replace(
+    PROFILES["smoke"],
+    image_size=32,
+    vae=VAEConfig(channels=(8, 8, 8), norm_num_groups=4, steps=3, batch_size=4),
+    unet=replace(
+        PROFILES["smoke"].unet,
+        image_size=8,
+        channels=(8, 16),
+        attention_resolutions=(4,),
+        attention_head_dim=8,
+        norm_num_groups=4,
+    ),
+    patch_sizes=(1, 2, 4),
+)
+
+
+@pytest.fixture(scope="module")
+def mvtec(tmp_path_factory):
+    return fixtures.write_mvtec(
+        tmp_path_factory.mktemp("data") / "mvtec", n_train=6, n_test=3, size=32
+    )
+
+
+def test_paper_profile_is_the_papers_setting():
+    cfg = PROFILES["paper"]
+    assert cfg.T == 10 and cfg.latent_size == 32
+    assert cfg.vae.pretrained == "stabilityai/sd-vae-ft-ema" and cfg.vae.factor == 8
+    assert (cfg.mask_ratio_max, cfg.shuffle_ratio_max, cfg.patch_sizes) == (0.7, 0.3, (1, 2, 4, 8))
+    with pytest.raises(ValueError, match="num_classes"):
+        replace(cfg, classes=("a", "b"))
+    assert cfg.with_classes(["a", "b"]).unet.num_classes == 2
+
+
+def test_class_conditioning_changes_the_prediction():
+    model = DeCoDiff(TINY.with_classes(["a", "b"])).eval()
+    z, t = torch.randn(1, 4, 8, 8, generator=_g(14)), torch.tensor([5])
+    with torch.no_grad():
+        a, b = model.dod(z, t, torch.tensor([0])), model.dod(z, t, torch.tensor([1]))
+    assert not torch.allclose(a, b)
+    loss, parts = model(torch.randn(4, 4, 8, 8, generator=_g(15)), torch.tensor([0, 1, 0, 1]), _g())
+    assert torch.isfinite(loss) and set(parts) == {"dod"}
+
+
+def _tcfg(**kw):
+    return TrainConfig(
+        **{
+            "steps": 6, "batch_size": 4, "checkpoint_every": 2, "log_every": 1,
+            "optimizer": "adamw", "warmup_steps": 2, "min_lr": 1e-5, **kw,
+        }
+    )  # fmt: skip
+
+
+def _log(run):
+    return [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_multi_class_run_resumes_with_the_same_losses(tmp_path, mvtec):
+    cfg = TINY.with_classes(["bottle", "carpet"])
+    data = DataSpec("mvtec", str(mvtec), "all")
+    train(tmp_path / "straight", cfg, _tcfg(), data)
+    train(tmp_path / "resumed", cfg, _tcfg(), data, stop_after=3)
+    train(tmp_path / "resumed", cfg, _tcfg(), data, resume=True)  # also the lr schedule
+    assert _log(tmp_path / "resumed") == _log(tmp_path / "straight")
+    assert (tmp_path / "straight" / "vae" / "config.json").is_file()
+
+
+def test_detect_returns_every_map_kind_in_range():
+    model = DeCoDiff(TINY).eval()
+    torch.manual_seed(0)
+    from n2n_core.models.vae import LatentVAE
+
+    vae = LatentVAE(make_autoencoder(TINY.vae), scale=1.0)
+    res = detect(model, vae, torch.rand(2, 3, 32, 32) * 2 - 1, reverse_steps=3)
+    for k in ("pixel", "latent", "arithmetic", "geometric"):
+        assert res[k].shape == (2, 1, 32, 32)
+        assert 0 <= float(res[k].min()) <= float(res[k].max()) <= 1
+    assert len(res["trajectory"]) == 3 and res["corrected"].shape == (2, 3, 32, 32)
+
+
+def test_cli_trains_one_model_for_all_categories_and_reports_each(tmp_path, mvtec, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--method", "decodiff", "--data", "mvtec", "--root", str(mvtec)]
+    args += ["--out", str(run), "--steps", "3", "--image-size", "32", "--batch-size", "4"]
+    args += ["--vae-steps", "2"]
+    assert cli.main(args) == 0  # --category defaults to all for decodiff
+    record = json.loads((run / "run.json").read_text())
+    assert record["data"]["category"] == "all"
+    assert record["model"]["classes"] == ["bottle", "carpet"]
+    assert cli.main(["evaluate", str(run)]) == 0
+    rows = (run / "metrics_per_category.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["category", "bottle", "carpet", "mean"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    mean = dict(zip(rows[0].split(",")[1:], map(float, rows[3].split(",")[1:]), strict=True))
+    assert list(metrics) == list(METRIC_KEYS)
+    assert all(abs(metrics[k] - mean[k]) < 1e-6 for k in METRIC_KEYS)
+    scores = (run / "scores.csv").read_text().splitlines()
+    assert len(scores) == 1 + 2 * 9 and scores[1].startswith("bottle,")
+    assert "pixel_aupro" in capsys.readouterr().out
+    # DiffusionAD still needs a category
+    assert cli.main(["train", "--out", str(tmp_path / "x"), "--steps", "1"]) == 2
