@@ -42,6 +42,7 @@ __all__ = [
     "TrainingDiverged",
     "categories_of",
     "ensure_trained",
+    "latent_training_set",
     "load_run",
     "method_of",
     "train",
@@ -206,6 +207,23 @@ class _DiffusionADFeed:
         return (batch * 2 - 1).to(device), masks.to(device)
 
 
+def latent_training_set(
+    cfg: DeCoDiffConfig, data: DataSpec, run_dir: Path | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeCo-Diff's training images (uint8, every category of the run) and class indices; the
+    small autoencoder of a run is trained on exactly these (``ensure_vae``)."""
+    cats = categories_of(data)
+    missing = [c for c in cats if cfg.classes and c not in cfg.classes]
+    if missing:
+        raise ValueError(f"categories {missing} are not in the model's classes {cfg.classes}")
+    parts = [_train_images(data, c, cfg.image_size, Path(run_dir), False)[0] for c in cats]
+    labels = [
+        torch.full((len(p),), cfg.classes.index(c) if cfg.classes else 0)
+        for c, p in zip(cats, parts, strict=True)
+    ]
+    return torch.cat(parts), torch.cat(labels)
+
+
 class _DeCoDiffFeed:
     """Latents of normal images of every category, sampled from q(z | x) as the official
     code does, with their class indices."""
@@ -216,18 +234,7 @@ class _DeCoDiffFeed:
     ) -> None:  # fmt: skip
         from n2n_core.models.vae import ensure_vae
 
-        cats = categories_of(data)
-        missing = [c for c in cats if cfg.classes and c not in cfg.classes]
-        if missing:
-            raise ValueError(f"categories {missing} are not in the model's classes {cfg.classes}")
-        parts = [_train_images(data, c, cfg.image_size, run_dir, False)[0] for c in cats]
-        images = torch.cat(parts)
-        self.labels = torch.cat(
-            [
-                torch.full((len(p),), cfg.classes.index(c) if cfg.classes else 0)
-                for c, p in zip(cats, parts, strict=True)
-            ]
-        )
+        images, self.labels = latent_training_set(cfg, data, run_dir)
         if accelerator.is_main_process:  # trains the small autoencoder once, if needed
             ensure_vae(cfg.vae, run_dir / "vae", images, train_cfg.seed)
         accelerator.wait_for_everyone()

@@ -122,6 +122,22 @@ def test_alg1_draws_t_and_noise_from_the_generator():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_train_t_max_bounds_t_and_detach_stops_the_mask_gradient():
+    x, m = torch.rand(4, 3, 32, 32) * 2 - 1, (torch.rand(4, 1, 32, 32) > 0.5).float()
+    for detach in (False, True):
+        model = DiffusionAD(replace(TINY, train_t_max=7, detach_x0_hat=detach))
+        seen = []
+        original = model.one_step
+        model.one_step = lambda x0, t, eps, seen=seen, f=original: seen.append(t) or f(x0, t, eps)
+        _, parts = model(x, m, torch.Generator().manual_seed(0))
+        assert 1 <= int(seen[0].min()) and int(seen[0].max()) <= 7
+        parts["mask"].backward()
+        grads = [p.grad for p in model.denoiser.parameters() if p.grad is not None]
+        assert (not grads or all(float(g.abs().sum()) == 0 for g in grads)) == detach
+    with pytest.raises(ValueError, match="train_t_max"):
+        replace(TINY, train_t_max=0)
+
+
 def test_alg2_denoising_only_map_is_reconstruction_error():
     model = DiffusionAD(replace(TINY, variant="denoising_only"))
     assert model.segmenter is None and not model.needs_anomalies

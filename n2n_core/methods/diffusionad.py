@@ -64,8 +64,15 @@ class DiffusionADConfig:
 PROFILES = {
     "paper": DiffusionADConfig(),
     # CPU minutes: 64 px, a 0.8 M-parameter UNet and a 0.5 M-parameter segmenter; top-K scaled
-    # with the image area (50 of 256² ≈ 3 of 64²; 4 keeps it a small blob).
+    # with the image area (50 of 256² ≈ 3 of 64²; 4 keeps it a small blob). Two departures,
+    # measured on the embedded data (mean image AUROC / pixel AUPRO, 900 steps): the paper's
+    # t ~ U{1..1000} and joint gradients give 0.899 / 0.759 — a tiny denoiser's repairs from
+    # large t are noise the segmenter learns to ignore, and the mask loss pulls the denoiser
+    # towards exposing rather than repairing anomalies. t ≤ 300 (as the official code's
+    # segmenter branch) with x̂0 detached gives 0.954 / 0.805 (README).
     "smoke": DiffusionADConfig(
+        train_t_max=300,
+        detach_x0_hat=True,
         image_size=64,
         denoiser=DenoiserConfig(
             image_size=64,

@@ -26,11 +26,11 @@ SD_VAE = "stabilityai/sd-vae-ft-ema"
 @dataclass(frozen=True)
 class VAEConfig:
     pretrained: str | None = None  # hub id or local folder; None: train the small one below
-    channels: tuple[int, ...] = (32, 64, 64)  # downsampling factor f = 2^(len - 1)
+    channels: tuple[int, ...] = (16, 32, 32)  # downsampling factor f = 2^(len - 1)
     layers_per_block: int = 1
     latent_channels: int = 4
-    norm_num_groups: int = 16
-    steps: int = 1500
+    norm_num_groups: int = 8
+    steps: int = 600
     batch_size: int = 16
     lr: float = 1e-3
     kl_weight: float = 1e-6
