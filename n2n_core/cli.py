@@ -143,6 +143,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from n2n_core.metrics import to_markdown
+    from n2n_core.reproduce import reproduce
+
+    train = {"steps": args.steps, "epochs": None} if args.steps else {}
+    table = reproduce(
+        args.target, args.profile, args.root, args.runs, args.categories, {"train": train}
+    )
+    print(to_markdown(table))
+    print(f"[n2n] report: {args.runs or f'runs/{args.profile}/{args.target}'}/report.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m n2n_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -219,6 +232,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--top-k", type=int)
     ev.add_argument("--seed", type=int, default=0)
     ev.set_defaults(func=_evaluate)
+
+    from n2n_core.reproduce import TARGETS
+
+    rp = sub.add_parser("reproduce", help="rerun a paper table: train, evaluate, compare")
+    rp.add_argument("target", choices=sorted(TARGETS))
+    rp.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
+    rp.add_argument("--root", help="dataset root (default: data/<dataset>)")
+    rp.add_argument("--runs", help="output folder (default: runs/<profile>/<target>)")
+    rp.add_argument("--categories", nargs="*", help="a subset (default: every category)")
+    rp.add_argument("--steps", type=int, help="override the training length (quick checks)")
+    rp.set_defaults(func=_reproduce)
 
     da = sub.add_parser("data", help="list a dataset's categories and split sizes (checks it)")
     da.add_argument("source", choices=SOURCES)

@@ -276,6 +276,21 @@ def test_detect_returns_every_map_kind_in_range():
     assert len(res["trajectory"]) == 3 and res["corrected"].shape == (2, 3, 32, 32)
 
 
+@pytest.mark.parametrize("reference", ["input", "reconstruction"])
+def test_pixel_term_compares_the_correction_with_the_chosen_reference(reference):
+    from n2n_core.models.vae import LatentVAE
+
+    cfg = replace(TINY, pixel_reference=reference, sigma_p=0.0, tau_p=2.0)
+    model = DeCoDiff(cfg).eval()
+    torch.manual_seed(0)
+    vae = LatentVAE(make_autoencoder(cfg.vae), scale=1.0)
+    x = torch.rand(2, 3, 32, 32, generator=_g(16)) * 2 - 1
+    res = detect(model, vae, x, reverse_steps=2)
+    ref = x if reference == "input" else res["reconstruction"]
+    expected = (res["corrected"] - ref).abs().amax(1, keepdim=True) / 2.0  # no blur, τ_p = 2
+    torch.testing.assert_close(res["pixel"], expected)
+
+
 def test_cli_trains_one_model_for_all_categories_and_reports_each(tmp_path, mvtec, capsys):
     run = tmp_path / "run"
     args = ["train", "--method", "decodiff", "--data", "mvtec", "--root", str(mvtec)]

@@ -10,10 +10,13 @@ Inference (§4.3): deviation correction (Eq. 13-14) from the encoded test image,
 and the anomaly map of Eq. 15. Where the paper is silent we follow the official code (see
 ``shared/research/decodiff.md``): the network is conditioned on the category index (here a
 learned class embedding added to the time embedding; the code uses cross-attention); one
-patch size per batch; the pixel discrepancy is measured against the VAE reconstruction of
-the test image (so the autoencoder's own blur is not an anomaly); maps are blurred; the
-image score is the maximum of the map (with a blurred map the max is a small-region average,
-and a single defect region decides whether an image is anomalous).
+patch size per batch; maps are blurred; the image score is the maximum of the map (with a
+blurred map the max is a small-region average, and a single defect region decides whether
+an image is anomalous). The pixel discrepancy of Eq. 15 compares x̃0 with the test image x0
+as the paper writes it (``pixel_reference="input"``); the official code compares with the
+VAE reconstruction of x0 (``"reconstruction"``). On the embedded data with the small smoke
+autoencoder the paper's choice is much better (mean pixel AUPRO 0.935 vs 0.724): an
+autoencoder trained on normal images already half-repairs a defect in its reconstruction.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class DeCoDiffConfig:
     reverse_steps: int = 5
     start_t: int | None = None  # None: T
     anomaly_map: str = "geometric"  # Table 4 / Eq. 15
+    pixel_reference: str = "input"  # x0 of Eq. 15: "input" (paper) | "reconstruction" (code)
     tau_l: float = 0.2
     tau_p: float = 0.4
     sigma_l: float = 1.0  # latent pixels
@@ -74,6 +78,10 @@ class DeCoDiffConfig:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.pixel_reference not in ("input", "reconstruction"):
+            raise ValueError(
+                f"pixel_reference must be 'input' or 'reconstruction', got {self.pixel_reference!r}"
+            )
         if self.anomaly_map not in MAP_KINDS:
             raise ValueError(f"anomaly_map must be one of {MAP_KINDS}, got {self.anomaly_map!r}")
         if self.image_size % self.vae.factor or self.image_size // self.vae.factor != (
@@ -183,8 +191,9 @@ def detect(
         lambda z, t: model.dod(z, t, labels), z0, model.schedule, steps, strategy or cfg.strategy
     )
     recon, x_corr = vae.decode(z0), vae.decode(z_corr)
+    x_ref = images if cfg.pixel_reference == "input" else recon
     maps = discrepancy_maps(
-        z0, z_corr, recon, x_corr, cfg.tau_l, cfg.tau_p, cfg.sigma_l, cfg.sigma_p
+        z0, z_corr, x_ref, x_corr, cfg.tau_l, cfg.tau_p, cfg.sigma_l, cfg.sigma_p
     )
     return {**maps, "corrected": x_corr, "reconstruction": recon, "trajectory": trajectory}
 

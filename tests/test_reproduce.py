@@ -1,0 +1,88 @@
+"""`reproduce`: every real layout end to end on fixtures (tiny nets), report vs the paper."""
+
+import csv
+import json
+from dataclasses import replace
+
+import pytest
+
+from n2n_core import cli
+from n2n_core.data import fixtures
+from n2n_core.methods.diffusionad import PROFILES
+from n2n_core.models import SegmenterConfig
+from n2n_core.reproduce import TARGETS, _paper_numbers, reproduce
+
+SMALL = replace(
+    PROFILES["smoke"],
+    image_size=32,
+    denoiser=replace(
+        PROFILES["smoke"].denoiser,
+        image_size=32,
+        channels=(8, 16),
+        attention_resolutions=(),
+        norm_num_groups=4,
+    ),
+    segmenter=SegmenterConfig(base=4, multipliers=(1, 2, 4)),
+)
+OVERRIDES = {
+    "model": {k: getattr(SMALL, k) for k in ("image_size", "denoiser", "segmenter")},
+    "train": {"steps": 2, "batch_size": 2, "checkpoint_every": 2},
+}
+
+
+def _report(path):
+    with (path / "report.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize(
+    ("target", "write", "cats"),
+    [
+        (
+            "diffusionad-mvtec",
+            lambda r: fixtures.write_mvtec(r, n_train=4, n_test=2),
+            ["bottle", "carpet"],
+        ),
+        ("diffusionad-visa", fixtures.write_visa_raw, ["candle", "pcb1"]),
+        ("diffusionad-dagm", fixtures.write_dagm, ["Class1", "Class2"]),
+    ],
+)
+def test_reproduce_end_to_end_on_each_layout(tmp_path, target, write, cats):
+    root = write(tmp_path / "data")
+    runs = tmp_path / "runs"
+    table = reproduce(target, "smoke", root, runs, None, OVERRIDES)
+    assert "mean" in table and all(set(v) >= {"image_auroc", "pixel_aupro"} for v in table.values())
+    assert list(table)[:-1] == cats
+    rows = _report(runs)
+    assert {r["category"] for r in rows} == set(table)
+    mean_rows = {r["metric"]: r for r in rows if r["category"] == "mean"}
+    assert float(mean_rows["image_auroc"]["ours"]) == pytest.approx(
+        table["mean"]["image_auroc"], abs=1e-4
+    )
+    paper = _paper_numbers(TARGETS[target])
+    if paper:  # VisA / DAGM: the paper's mean and the difference
+        p = float(mean_rows["image_auroc"]["paper"])
+        assert p == pytest.approx(paper["mean"]["image_auroc"])
+        assert float(mean_rows["image_auroc"]["delta"]) == pytest.approx(
+            table["mean"]["image_auroc"] - p, abs=1e-4
+        )
+    # a second call reuses the finished runs: nothing is retrained or re-evaluated
+    stamps = {p: p.stat().st_mtime for p in runs.rglob("metrics.json")}
+    reproduce(target, "smoke", root, runs, None, OVERRIDES)
+    assert stamps == {p: p.stat().st_mtime for p in runs.rglob("metrics.json")}
+
+
+def test_paper_numbers_per_category_for_visa():
+    paper = _paper_numbers(TARGETS["diffusionad-visa"])
+    assert paper["pipe_fryum"] == pytest.approx({"image_auroc": 0.989, "pixel_aupro": 0.802})
+    assert paper["mean"] == pytest.approx({"image_auroc": 0.978, "pixel_aupro": 0.932})
+
+
+def test_cli_reproduce_on_a_fixture(tmp_path, capsys):
+    root = fixtures.write_mvtec(
+        tmp_path / "mvtec", categories=("bottle",), n_train=4, n_test=2, size=32
+    )
+    args = ["reproduce", "diffusionad-mvtec", "--root", str(root), "--runs", str(tmp_path / "r")]
+    assert cli.main([*args, "--steps", "1", "--categories", "bottle"]) == 0
+    assert json.loads((tmp_path / "r" / "bottle" / "metrics.json").read_text())
+    assert "| mean |" in capsys.readouterr().out
