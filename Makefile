@@ -12,7 +12,7 @@ STAMP := $(VENV)/.n2n-installed
 endif
 export TQDM_DISABLE ?= 1
 
-.PHONY: install reproduce test lint format notebooks bench clean
+.PHONY: install reproduce tables test lint format notebooks bench clean
 
 install: $(STAMP)
 
@@ -24,8 +24,15 @@ $(STAMP): pyproject.toml scripts/install.sh | $(if $(findstring $(VENV)/,$(PY)),
 	@touch $@
 
 ## run every notebook headless through papermill; executed copies + summary in runs/$(PROFILE)/
+## with PROFILE=paper, then every paper table on the real datasets (data/<dataset>, GPU)
+TABLES ?= diffusionad-visa diffusionad-dagm diffusionad-mvtec decodiff-mvtec decodiff-visa
 reproduce: install
 	$(PY) -m n2n_core notebooks --profile $(PROFILE) --out runs/$(PROFILE)
+	$(if $(filter paper,$(PROFILE)),$(MAKE) tables)
+
+## one paper table per target: runs/$(PROFILE)/<target>/{report.md,report.csv,...}
+tables: install
+	for t in $(TABLES); do $(PY) -m n2n_core reproduce $$t --profile $(PROFILE) || exit 1; done
 
 ## unit tests, ruff, nbval over the committed notebooks
 test: install

@@ -144,15 +144,29 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from n2n_core.metrics import to_markdown
-    from n2n_core.reproduce import reproduce
+    """Execute notebook 10 (DiffusionAD) or 11 (DeCo-Diff) for the target with papermill."""
+    from pathlib import Path
 
-    train = {"steps": args.steps, "epochs": None} if args.steps else {}
-    table = reproduce(
-        args.target, args.profile, args.root, args.runs, args.categories, {"train": train}
-    )
-    print(to_markdown(table))
-    print(f"[n2n] report: {args.runs or f'runs/{args.profile}/{args.target}'}/report.md")
+    from n2n_core import runner
+    from n2n_core.paths import default_runs
+    from n2n_core.reproduce import TARGETS
+
+    t = TARGETS[args.target]
+    folder = t.method if t.dataset == "synthetic" else args.target
+    out = Path(args.runs or default_runs() / args.profile / folder).resolve()
+    params = {
+        "target": args.target,
+        "data_root": str(Path(args.root).resolve()) if args.root else None,
+        "run_root": str(out),
+        "categories": args.categories or None,
+        "steps": args.steps,
+    }
+    only = ["10"] if t.method == "diffusionad" else ["11"]
+    rows = runner.run_notebooks(args.profile, out, only=only, parameters=params)
+    if rows[0]["status"] != "ok":
+        print(f"error: {rows[0]['error']} (see {rows[0]['executed']})")
+        return 1
+    print(f"[n2n] report: {out / 'report.md'}; executed notebook: {rows[0]['executed']}")
     return 0
 
 

@@ -1,9 +1,10 @@
 """Rerun a paper table: train (or reuse) every category's run, evaluate it, and put our numbers
 next to the published ones (``n2n_core.paper_tables``).
 
-``reproduce("diffusionad-visa", profile="paper")`` writes, under ``RUNS/<target>/``, one run folder
-per category (DiffusionAD) or one multi-class run (DeCo-Diff), each with its ``metrics.json``,
-and ``report.csv`` / ``report.md``: category × metric, ours, the paper's, and the difference.
+``reproduce("diffusionad-visa", profile="paper")`` writes, under ``runs/<profile>/<target>/``, one
+run folder per category (DiffusionAD) or one multi-class run (DeCo-Diff, the folder itself),
+each with its ``metrics.json``, and ``report.csv`` / ``report.md``: category × metric, ours,
+the paper's, and the difference.
 Finished categories are skipped, interrupted ones resumed, so the command can be rerun after a
 crash or a Colab disconnect.
 """
@@ -94,7 +95,9 @@ def reproduce(
         from n2n_core.data import ensure_synthetic
 
         ensure_synthetic(root)
-    out = Path(runs) if runs else default_runs() / profile / target
+    # the embedded data's targets share the run folders of notebooks 05 and 09
+    folder = t.method if t.dataset == "synthetic" else target
+    out = Path(runs) if runs else default_runs() / profile / folder
     cats = categories or list_categories(t.dataset, root)
     cfg, tcfg = _configs(t, profile, cats, overrides or {})
 
@@ -104,7 +107,7 @@ def reproduce(
 
     ours: dict[str, dict[str, float]] = {}
     if t.method == "decodiff":  # one model for all categories (multi-class)
-        run = out / "all"
+        run = out
         data = DataSpec(t.dataset, str(root), "all" if categories is None else cats[0])
         if categories is not None and len(cats) > 1:
             raise ValueError("decodiff reproduces all categories with one model, or a single one")

@@ -3,7 +3,8 @@ processes/GPUs, gradient accumulation): progress bar, periodic atomic checkpoint
 resume and a NaN guard.
 
 A run folder holds ``run.json`` (method, data, configs), ``train_log.jsonl`` (losses),
-``checkpoints/last/`` (model, optimiser, learning-rate schedule, step, every process's RNG
+``train_info.json`` (steps, seconds, processes, peak GPU memory), ``checkpoints/last/``
+(model, optimiser, learning-rate schedule, step, every process's RNG
 states, our data generator) and, at the end, ``model.safetensors``. A DeCo-Diff run also
 holds ``vae/`` when its autoencoder is trained on the data (smoke profile). Resuming from
 ``checkpoints/last`` replays the same batches, timesteps and noise: the resumed run's losses
@@ -436,7 +437,19 @@ def train(
         "processes": accelerator.num_processes,
     }
     if torch.cuda.is_available():
+        summary["device"] = torch.cuda.get_device_name()
         summary["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    if main and state.step >= steps:  # what the run cost (summed over resumed segments)
+        info_path = run_dir / "train_info.json"
+        before = (
+            json.loads(info_path.read_text())["seconds"] if resume and info_path.exists() else 0
+        )
+        info = {
+            **summary,
+            "seconds": before + seconds,
+            "steps_per_second": steps / (before + seconds),
+        }
+        atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
     return summary
 
 

@@ -84,5 +84,8 @@ def test_cli_reproduce_on_a_fixture(tmp_path, capsys):
     )
     args = ["reproduce", "diffusionad-mvtec", "--root", str(root), "--runs", str(tmp_path / "r")]
     assert cli.main([*args, "--steps", "1", "--categories", "bottle"]) == 0
+    # papermill ran notebook 10 into the target folder, which holds the runs and the report
     assert json.loads((tmp_path / "r" / "bottle" / "metrics.json").read_text())
-    assert "| mean |" in capsys.readouterr().out
+    assert (tmp_path / "r" / "10_reproduce_diffusionad.ipynb").is_file()
+    assert "| mean | image_auroc |" in (tmp_path / "r" / "report.md").read_text()
+    assert "report.md" in capsys.readouterr().out

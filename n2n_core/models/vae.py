@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,11 +166,14 @@ def ensure_vae(
         return LatentVAE(AutoencoderKL.from_pretrained(folder))
     if images is None:
         raise FileNotFoundError(f"{folder} holds no trained autoencoder and no images were given")
+    start = time.perf_counter()
     vae, losses = train_vae(images, cfg, seed)
+    seconds = time.perf_counter() - start
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     vae.vae.save_pretrained(tmp)
     (tmp / "losses.json").write_text(json.dumps([round(v, 6) for v in losses]))
+    (tmp / "train_info.json").write_text(json.dumps({"steps": cfg.steps, "seconds": seconds}))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return vae
