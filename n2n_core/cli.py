@@ -160,6 +160,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         "run_root": str(out),
         "categories": args.categories or None,
         "steps": args.steps,
+        "download": args.download,
     }
     only = ["10"] if t.method == "diffusionad" else ["11"]
     rows = runner.run_notebooks(args.profile, out, only=only, parameters=params)
@@ -256,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--runs", help="output folder (default: runs/<profile>/<target>)")
     rp.add_argument("--categories", nargs="*", help="a subset (default: every category)")
     rp.add_argument("--steps", type=int, help="override the training length (quick checks)")
+    rp.add_argument(
+        "--download", action="store_true", help="download the dataset first if it is missing"
+    )
     rp.set_defaults(func=_reproduce)
 
     da = sub.add_parser("data", help="list a dataset's categories and split sizes (checks it)")

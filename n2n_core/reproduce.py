@@ -78,10 +78,12 @@ def reproduce(
     runs: Path | str | None = None,
     categories: list[str] | None = None,
     overrides: dict | None = None,
+    download: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Train/evaluate every category of ``target`` and write the comparison report; returns
     our per-category metrics with their mean. ``overrides``: {"model": {...}, "train": {...}}
-    replacements of the profile's configs (e.g. fewer steps)."""
+    replacements of the profile's configs (e.g. fewer steps). ``download``: fetch the dataset
+    into ``root``'s parent folder first if ``root`` does not exist yet."""
     from n2n_core.data import list_categories
     from n2n_core.evaluate import evaluate_run
     from n2n_core.paths import default_root, default_runs
@@ -95,6 +97,16 @@ def reproduce(
         from n2n_core.data import ensure_synthetic
 
         ensure_synthetic(root)
+    elif download and not root.exists():
+        from n2n_core.data.download import DATASETS
+        from n2n_core.data.download import download as fetch
+
+        if root.name != DATASETS[t.dataset].folder:
+            raise ValueError(
+                f"download puts {t.dataset} into a folder named "
+                f"{DATASETS[t.dataset].folder!r}; root {root} is named otherwise"
+            )
+        fetch(t.dataset, root.parent)
     # the embedded data's targets share the run folders of notebooks 05 and 09
     folder = t.method if t.dataset == "synthetic" else target
     out = Path(runs) if runs else default_runs() / profile / folder

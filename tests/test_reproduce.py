@@ -89,3 +89,36 @@ def test_cli_reproduce_on_a_fixture(tmp_path, capsys):
     assert (tmp_path / "r" / "10_reproduce_diffusionad.ipynb").is_file()
     assert "| mean | image_auroc |" in (tmp_path / "r" / "report.md").read_text()
     assert "report.md" in capsys.readouterr().out
+
+
+def test_missing_dataset_is_downloaded_first_when_asked(tmp_path, monkeypatch):
+    from n2n_core.data import download as dl
+
+    calls = []
+
+    def fake(name, root):
+        calls.append((name, root))
+        return fixtures.write_dagm(root / "dagm", classes=(1,))
+
+    monkeypatch.setattr(dl, "download", fake)
+    runs = tmp_path / "runs"
+    table = reproduce(
+        "diffusionad-dagm",
+        "smoke",
+        tmp_path / "data" / "dagm",
+        runs,
+        None,
+        OVERRIDES,
+        download=True,
+    )
+    assert calls == [("dagm", tmp_path / "data")] and list(table) == ["Class1", "mean"]
+    with pytest.raises(ValueError, match="named"):
+        reproduce(
+            "diffusionad-dagm",
+            "smoke",
+            tmp_path / "elsewhere",
+            runs,
+            None,
+            OVERRIDES,
+            download=True,
+        )
