@@ -27,6 +27,7 @@ from n2n_core.deviation import (
 )
 from n2n_core.methods.decodiff import PROFILES, DeCoDiff, detect, image_score
 from n2n_core.metrics import METRIC_KEYS
+from n2n_core.models import count_parameters
 from n2n_core.models.vae import VAEConfig, ensure_vae, load_pretrained_vae, make_autoencoder, psnr
 from n2n_core.schedules import make_schedule, q_sample
 from n2n_core.train import DataSpec, TrainConfig, train
@@ -178,6 +179,8 @@ def test_pretrained_vae_loads_from_a_local_folder(tmp_path):
     assert z.shape == (2, 4, 8, 8) and vae.factor == 2 and vae.scale == ae.config.scaling_factor
     torch.testing.assert_close(z, ae.encode(x).latent_dist.mean * ae.config.scaling_factor)
     assert vae.decode(z).shape == x.shape
+    n_all = sum(p.numel() for p in ae.parameters())
+    assert count_parameters(vae) == 0 and count_parameters(vae, trainable_only=False) == n_all
 
 
 def test_small_vae_is_trained_once_cached_and_scaled_to_unit_std(tmp_path):
