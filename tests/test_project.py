@@ -67,7 +67,8 @@ def test_colab_setup_cell_is_identical_and_points_home():
     assert len(setups) == 1, "every notebook carries the same Colab setup cell"
     (setup,) = setups
     home = re.search(r'Homepage = "([^"]+)"', (ROOT / "pyproject.toml").read_text())[1]
-    assert "google.colab" in setup and f"git+{home}" in setup
+    assert "google.colab" in setup and f"git clone -q --depth 1 {home}" in setup
+    assert "drive.mount" in setup and "N2N_RUNS" in setup  # datasets and runs on Drive
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     slug = home.removeprefix("https://github.com/")
     for nb in NOTEBOOKS:
