@@ -69,7 +69,7 @@ PROFILES = {
     # t ~ U{1..1000} and joint gradients give 0.899 / 0.759 — a tiny denoiser's repairs from
     # large t are noise the segmenter learns to ignore, and the mask loss pulls the denoiser
     # towards exposing rather than repairing anomalies. t ≤ 300 (as the official code's
-    # segmenter branch) with x̂0 detached gives 0.954 / 0.805 (README).
+    # segmenter branch) with x̂0 detached gives 0.954 / 0.807 (README).
     "smoke": DiffusionADConfig(
         train_t_max=300,
         detach_x0_hat=True,
