@@ -11,10 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from tiny import TINY_DIFFUSIONAD  # tests/tiny.py
 
 from n2n_core import cli
 from n2n_core.data import fixtures
-from n2n_core.methods.diffusionad import PROFILES, DiffusionAD, focal_loss, top_k_score
+from n2n_core.methods.diffusionad import DiffusionAD, focal_loss, top_k_score
 from n2n_core.metrics import METRIC_KEYS
 from n2n_core.models import (
     DenoiserConfig,
@@ -25,18 +26,7 @@ from n2n_core.models import (
 )
 from n2n_core.train import DataSpec, TrainConfig, TrainingDiverged, train
 
-TINY = replace(
-    PROFILES["smoke"],
-    image_size=32,
-    denoiser=replace(
-        PROFILES["smoke"].denoiser,
-        image_size=32,
-        channels=(8, 16),
-        attention_resolutions=(),
-        norm_num_groups=4,
-    ),
-    segmenter=SegmenterConfig(base=4, multipliers=(1, 2, 4)),
-)
+TINY = TINY_DIFFUSIONAD
 
 
 @pytest.fixture(scope="module")

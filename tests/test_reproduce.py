@@ -2,30 +2,16 @@
 
 import csv
 import json
-from dataclasses import replace
 
 import pytest
+from tiny import TINY_DIFFUSIONAD  # tests/tiny.py
 
 from n2n_core import cli
 from n2n_core.data import fixtures
-from n2n_core.methods.diffusionad import PROFILES
-from n2n_core.models import SegmenterConfig
 from n2n_core.reproduce import TARGETS, _paper_numbers, reproduce
 
-SMALL = replace(
-    PROFILES["smoke"],
-    image_size=32,
-    denoiser=replace(
-        PROFILES["smoke"].denoiser,
-        image_size=32,
-        channels=(8, 16),
-        attention_resolutions=(),
-        norm_num_groups=4,
-    ),
-    segmenter=SegmenterConfig(base=4, multipliers=(1, 2, 4)),
-)
 OVERRIDES = {
-    "model": {k: getattr(SMALL, k) for k in ("image_size", "denoiser", "segmenter")},
+    "model": {k: getattr(TINY_DIFFUSIONAD, k) for k in ("image_size", "denoiser", "segmenter")},
     "train": {"steps": 2, "batch_size": 2, "checkpoint_every": 2},
 }
 
