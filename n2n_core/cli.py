@@ -84,7 +84,11 @@ def _model_config(args: argparse.Namespace, categories: list[str]) -> object:
             image_size=args.image_size,
             denoiser=replace(model.denoiser, image_size=args.image_size),
         )
-    extra = {"variant": args.variant, "lambdas": tuple(args.lambdas or ()) or None}
+    extra = {
+        "variant": args.variant,
+        "lambdas": tuple(args.lambdas or ()) or None,
+        "norm_guided": args.norm_guided,
+    }
     return replace(model, **{k: v for k, v in extra.items() if v})
 
 
@@ -226,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--gradient-checkpointing", action="store_true")
     tr.add_argument("--checkpoint-every", type=int)
     tr.add_argument("--lambdas", type=int, nargs="+", help="inference steps λ (default 100 200)")
+    tr.add_argument(
+        "--norm-guided",
+        action="store_true",
+        help="the official code's norm-guided two-timestep variant (not the paper)",
+    )
     tr.add_argument("--texture-dir", help="DTD images for anomaly appearances")
     tr.add_argument("--foreground-dir", help="precomputed foreground masks <stem>.png")
     dc = tr.add_argument_group("decodiff")

@@ -213,7 +213,8 @@ def evaluate_run(
             }
         else:
             info |= {
-                "lambdas": list(lambdas or cfg.lambdas),
+                "lambdas": None if cfg.norm_guided else list(lambdas or cfg.lambdas),
+                "norm_guided_t": list(cfg.guide_t) if cfg.norm_guided else None,
                 "top_k": top_k or cfg.top_k,
                 "seed": seed,
                 "variant": cfg.variant,

@@ -128,6 +128,72 @@ def test_train_t_max_bounds_t_and_detach_stops_the_mask_gradient():
         replace(TINY, train_t_max=0)
 
 
+class Biased(torch.nn.Module):
+    """A denoiser that predicts the true noise of x_t plus a constant c."""
+
+    def __init__(self, x0, schedule, c):
+        super().__init__()
+        self.oracle, self.c = Oracle(x0, schedule), c
+
+    def forward(self, x_t, t):
+        return SimpleNamespace(sample=self.oracle(x_t, t).sample + self.c)
+
+
+def test_norm_guided_estimate_oracle_and_closed_form():
+    model = DiffusionAD(replace(TINY, norm_guided=True, condition_w=0.7))
+    x0 = torch.rand(2, 3, 32, 32) * 1.6 - 0.8
+    eps_a, eps_b = torch.randn(2, *x0.shape).unbind(0)
+    model.denoiser = Oracle(x0, model.schedule)  # exact ε at both steps: no guidance left
+    x0_hat, _, _ = model.norm_guided_x0(x0, 200, 400, eps_a, eps_b)
+    torch.testing.assert_close(x0_hat, x0, atol=1e-4, rtol=0)
+    # a biased denoiser: the guided estimate is the t_a estimate moved by
+    # w (1 − ᾱ_a)/√ᾱ_a · (x̃_a − x_a), x̃_a = q(x̂0_b, t_a, ε̂_a) (ε̃ substituted into Eq. 5)
+    model.denoiser = Biased(x0, model.schedule, 0.05)
+    ab_a, ab_b = (float(model.schedule.alpha_bar[t]) for t in (20, 400))
+    x_a = ab_a**0.5 * x0 + (1 - ab_a) ** 0.5 * eps_a
+    x_b = ab_b**0.5 * x0 + (1 - ab_b) ** 0.5 * eps_b
+    x0_a = (x_a - (1 - ab_a) ** 0.5 * (eps_a + 0.05)) / ab_a**0.5
+    x0_b = ((x_b - (1 - ab_b) ** 0.5 * (eps_b + 0.05)) / ab_b**0.5).clamp(-1, 1)
+    x_a_guide = ab_a**0.5 * x0_b + (1 - ab_a) ** 0.5 * (eps_a + 0.05)
+    expected = (x0_a + 0.7 * (1 - ab_a) / ab_a**0.5 * (x_a_guide - x_a)).clamp(-1, 1)
+    x0_hat, _, _ = model.norm_guided_x0(x0, 20, 400, eps_a, eps_b)
+    torch.testing.assert_close(x0_hat, expected, atol=1e-4, rtol=0)
+    # w = 0: the plain one-step estimate at t_a (Eq. 5)
+    model.cfg = replace(model.cfg, condition_w=0.0)
+    torch.testing.assert_close(
+        model.norm_guided_x0(x0, 20, 400, eps_a, eps_b)[0], x0_a.clamp(-1, 1), atol=1e-4, rtol=0
+    )
+
+
+def test_norm_guided_training_and_inference():
+    cfg = replace(TINY, norm_guided=True, guide_split=30, guide_t=(10, 50))
+    model = DiffusionAD(cfg)
+    x0 = torch.rand(4, 3, 32, 32) * 1.6 - 0.8
+    seen = []
+    original = model.norm_guided_x0
+    model.norm_guided_x0 = lambda x, a, b, ea, eb: seen.append((a, b)) or original(x, a, b, ea, eb)
+    masks = torch.zeros(4, 1, 32, 32)
+    masks[2:, :, :4, :4] = 1  # two anomalous images
+    model.denoiser = Oracle(x0, model.schedule)
+    _, parts = model(x0, masks, torch.Generator().manual_seed(0))
+    t_a, t_b = seen[0]
+    assert int(t_a.min()) >= 1 and int(t_a.max()) <= 30 < int(t_b.min()) and int(t_b.max()) <= 1000
+    assert parts["noise"] < 1e-8
+    model.denoiser = Biased(x0, model.schedule, 0.1)  # ε error 0.1 at both steps: loss 2 · 0.01
+    assert math.isclose(float(model(x0, masks, torch.Generator())[1]["noise"]), 0.02, rel_tol=1e-4)
+    masks[:] = 1  # only anomalous images: the code's noise loss is 0
+    assert float(model(x0, masks, torch.Generator())[1]["noise"]) == 0
+    maps, x0_hats = model.anomaly_map(x0, torch.Generator().manual_seed(0), lambdas=(100, 200))
+    assert seen[-1] == (10, 50) and len(x0_hats) == 1 and maps.shape == (4, 1, 32, 32)
+    for bad in (
+        {"guide_t": (50, 10)},
+        {"guide_split": 1000},
+        {"variant": "segmentation_only"},
+    ):
+        with pytest.raises(ValueError, match="guide"):
+            replace(cfg, **bad)
+
+
 def test_alg2_denoising_only_map_is_reconstruction_error():
     model = DiffusionAD(replace(TINY, variant="denoising_only"))
     assert model.segmenter is None and not model.needs_anomalies
@@ -264,6 +330,14 @@ def test_cli_train_and_evaluate_on_a_folder(tmp_path, mvtec, capsys):
     assert (run / "figures" / "samples.png").stat().st_size > 1000
     assert "pixel_aupro" in capsys.readouterr().out
     assert cli.main(["evaluate", str(tmp_path / "nope")]) == 2
+
+
+def test_cli_norm_guided_variant_round_trips_through_the_run_folder(tmp_path, mvtec):
+    run = tmp_path / "run"
+    args = _train_args("folder", mvtec / "bottle", run, "--norm-guided")
+    assert cli.main(args) == 0 and cli.main(["evaluate", str(run)]) == 0
+    info = json.loads((run / "eval_info.json").read_text())
+    assert info["norm_guided_t"] == [200, 400] and info["lambdas"] is None
 
 
 def test_accelerate_launch_with_two_cpu_processes(tmp_path, mvtec):

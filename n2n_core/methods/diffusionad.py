@@ -8,6 +8,10 @@ ablations: ``segmentation_only`` (SegmentationAD: the segmenter on the image alo
 
 Where the paper is silent we follow the official code: x̂0 is clamped to the data range
 [-1, 1]; the focal loss uses α = 0.5, γ = 4.
+
+``norm_guided=True`` is the official code's later revision, not the paper: two timesteps
+t_a < t_b per image; the repair from the noisier t_b guides the one from t_a (see
+``norm_guided_x0``). Off by default.
 """
 
 from __future__ import annotations
@@ -47,6 +51,13 @@ class DiffusionADConfig:
     # Eq. 8 trains both nets jointly: the mask loss also reaches the denoiser through x̂0 (as in
     # the official code). detach_x0_hat=True stops that gradient.
     detach_x0_hat: bool = False
+    # The official code's norm-guided one-step denoising (not in the paper): training draws
+    # t_a ~ U{1..guide_split}, t_b ~ U{guide_split+1..T}; inference uses guide_t = (t_a, t_b)
+    # instead of λ; condition_w weighs the guidance. Code defaults: 300, (200, 400), 1.
+    norm_guided: bool = False
+    guide_split: int = 300
+    guide_t: tuple[int, int] = (200, 400)
+    condition_w: float = 1.0
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -55,6 +66,14 @@ class DiffusionADConfig:
             raise ValueError(f"lambdas must be steps in 1..{self.T}, got {self.lambdas}")
         if self.train_t_max is not None and not 1 <= self.train_t_max <= self.T:
             raise ValueError(f"train_t_max must be in 1..{self.T} or None, got {self.train_t_max}")
+        if self.norm_guided:
+            if self.variant == "segmentation_only":
+                raise ValueError("norm_guided (guide_t) needs the denoiser: not segmentation_only")
+            if not 1 <= self.guide_split < self.T:
+                raise ValueError(f"guide_split must be in 1..{self.T - 1}, got {self.guide_split}")
+            t_a, t_b = self.guide_t
+            if not 1 <= t_a < t_b <= self.T:
+                raise ValueError(f"guide_t must be (t_a, t_b) with 1 <= t_a < t_b <= {self.T}")
         if self.denoiser.image_size != self.image_size:
             raise ValueError(
                 f"denoiser.image_size {self.denoiser.image_size} != image_size {self.image_size}"
@@ -130,6 +149,26 @@ class DiffusionAD(nn.Module):
         pred_eps = self.denoiser(x_t, t).sample
         return predict_x0(x_t, t.cpu(), self.schedule, pred_eps).clamp(-1, 1), pred_eps
 
+    def norm_guided_x0(
+        self, x0: Tensor, t_a: Tensor | int, t_b: Tensor | int, eps_a: Tensor, eps_b: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The official code's norm-guided estimate: the one-step repair x̂0_b from the noisier
+        t_b is re-noised to t_a with the predicted ε̂_a, x̃_a = q(x̂0_b, t_a, ε̂_a), and
+        guides the prediction at t_a like a score condition:
+        ε̃ = ε̂_a − w √(1−ᾱ_a) (x̃_a − x_a); x̂0 = Eq. 5 with ε̃.
+        Returns (x̂0 clamped to [-1, 1], ε̂_a, ε̂_b)."""
+        b = x0.shape[0]
+        t_a = torch.as_tensor(t_a, device=x0.device).expand(b)
+        t_b = torch.as_tensor(t_b, device=x0.device).expand(b)
+        x0_b, pred_eps_b = self.one_step(x0, t_b, eps_b)
+        x_a = q_sample(x0, t_a.cpu(), self.schedule, eps_a)
+        pred_eps_a = self.denoiser(x_a, t_a).sample
+        x_a_guide = q_sample(x0_b, t_a.cpu(), self.schedule, pred_eps_a)
+        sigma_a = (1 - self.schedule.alpha_bar[t_a.cpu()]).sqrt().to(x0)[:, None, None, None]
+        eps_hat = pred_eps_a - self.cfg.condition_w * sigma_a * (x_a_guide - x_a)
+        x0_hat = predict_x0(x_a, t_a.cpu(), self.schedule, eps_hat).clamp(-1, 1)
+        return x0_hat, pred_eps_a, pred_eps_b
+
     def forward(
         self, images: Tensor, masks: Tensor, g: torch.Generator
     ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -137,7 +176,20 @@ class DiffusionAD(nn.Module):
         {0, 1}. ``g`` (a CPU generator) draws t and ε, so runs are reproducible."""
         parts: dict[str, Tensor] = {}
         x0_hat = None
-        if self.denoiser is not None:
+        if self.denoiser is not None and self.cfg.norm_guided:
+            b, split = images.shape[0], self.cfg.guide_split
+            t_a = torch.randint(1, split + 1, (b,), generator=g).to(images.device)
+            t_b = torch.randint(split + 1, self.cfg.T + 1, (b,), generator=g).to(images.device)
+            eps_a, eps_b = (
+                torch.randn(images.shape, generator=g).to(images.device, images.dtype)
+                for _ in range(2)
+            )
+            x0_hat, pred_a, pred_b = self.norm_guided_x0(images, t_a, t_b, eps_a, eps_b)
+            # the code's noise loss: both timesteps, normal images only (0 if there are none)
+            normal = masks.flatten(1).amax(1) == 0
+            per_image = ((pred_a - eps_a) ** 2 + (pred_b - eps_b) ** 2).float().flatten(1).mean(1)
+            parts["noise"] = (per_image * normal).sum() / normal.sum().clamp(min=1)
+        elif self.denoiser is not None:
             b = images.shape[0]
             t_max = self.cfg.train_t_max or self.cfg.T
             t = torch.randint(1, t_max + 1, (b,), generator=g).to(images.device)
@@ -164,10 +216,16 @@ class DiffusionAD(nn.Module):
         if self.denoiser is None:  # SegmentationAD
             return self.segmenter(images).float(), []
         lambdas = lambdas or self.cfg.lambdas
+        if self.cfg.norm_guided:  # one guided repair at guide_t instead of one per λ
+            lambdas = (self.cfg.guide_t,)
         total, x0_hats = torch.zeros_like(images[:, :1], dtype=torch.float32), []
         for lam in lambdas:
             eps = torch.randn(images.shape, generator=g).to(images.device, images.dtype)
-            x0_hat, _ = self.one_step(images, lam, eps)
+            if self.cfg.norm_guided:
+                eps_b = torch.randn(images.shape, generator=g).to(images.device, images.dtype)
+                x0_hat, _, _ = self.norm_guided_x0(images, lam[0], lam[1], eps, eps_b)
+            else:
+                x0_hat, _ = self.one_step(images, lam, eps)
             x0_hats.append(x0_hat)
             if self.segmenter is None:  # DenoisingAD
                 total += (images - x0_hat).abs().mean(1, keepdim=True).float()
