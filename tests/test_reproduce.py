@@ -8,7 +8,7 @@ from tiny import TINY_DIFFUSIONAD  # tests/tiny.py
 
 from n2n_core import cli
 from n2n_core.data import fixtures
-from n2n_core.reproduce import TARGETS, _paper_numbers, reproduce
+from n2n_core.reproduce import TARGETS, _configs, _paper_numbers, reproduce
 
 OVERRIDES = {
     "model": {k: getattr(TINY_DIFFUSIONAD, k) for k in ("image_size", "denoiser", "segmenter")},
@@ -108,3 +108,14 @@ def test_missing_dataset_is_downloaded_first_when_asked(tmp_path, monkeypatch):
             OVERRIDES,
             download=True,
         )
+
+
+def test_paper_profile_trains_as_long_as_the_paper_did_per_dataset():
+    epochs = {
+        name: _configs(TARGETS[name], "paper", ["a"], {})[1].epochs
+        for name in ("decodiff-mvtec", "decodiff-visa", "diffusionad-visa")
+    }
+    assert epochs == {"decodiff-mvtec": 800, "decodiff-visa": 200, "diffusionad-visa": 500}
+    assert _configs(TARGETS["decodiff-visa"], "smoke", ["a"], {})[1].epochs is None
+    quick = {"train": {"steps": 5, "epochs": None}}
+    assert _configs(TARGETS["decodiff-visa"], "paper", ["a"], quick)[1].epochs is None
