@@ -7,8 +7,8 @@ forward process (Eq. 7) at t ~ U{1..T} (T = 10, squared cosine), MSE to the dire
 deviation (Eq. 10-12). One model for every category (multi-class).
 
 Inference (§4.3): deviation correction (Eq. 13-14) from the encoded test image, decoding,
-and the anomaly map of Eq. 15. Where the paper is silent we follow the official code (see
-``shared/research/decodiff.md``): the network is conditioned on the category index (here a
+and the anomaly map of Eq. 15. Where the paper is silent we follow the official code
+(github.com/farzad-bz/DeCo-Diff): the network is conditioned on the category index (here a
 learned class embedding added to the time embedding; the code uses cross-attention); one
 patch size per batch; maps are blurred; the image score is the maximum of the map (with a
 blurred map the max is a small-region average, and a single defect region decides whether
