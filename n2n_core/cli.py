@@ -152,12 +152,10 @@ def _reproduce(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from n2n_core import runner
-    from n2n_core.paths import default_runs
-    from n2n_core.reproduce import TARGETS
+    from n2n_core.reproduce import TARGETS, run_folder
 
     t = TARGETS[args.target]
-    folder = t.method if t.dataset == "synthetic" else args.target
-    out = Path(args.runs or default_runs() / args.profile / folder).resolve()
+    out = Path(args.runs or run_folder(args.target, args.profile)).resolve()
     params = {
         "target": args.target,
         "data_root": str(Path(args.root).resolve()) if args.root else None,

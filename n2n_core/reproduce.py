@@ -21,7 +21,7 @@ from n2n_core import paper_tables
 from n2n_core.io import atomic_write_text
 from n2n_core.metrics import METRIC_KEYS, mean_table
 
-__all__ = ["TARGETS", "Target", "reproduce"]
+__all__ = ["TARGETS", "Target", "reproduce", "run_folder"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,15 @@ TARGETS = {
     "diffusionad-synthetic": Target("diffusionad", "synthetic", (), "DiffusionAD"),
     "decodiff-synthetic": Target("decodiff", "synthetic", (), "DeCo-Diff"),
 }  # fmt: skip
+
+
+def run_folder(target: str, profile: str) -> Path:
+    """Where ``target``'s runs and report go by default: ``runs/<profile>/<target>``; the
+    embedded data's targets share the run folders of notebooks 05 and 09."""
+    from n2n_core.paths import default_runs
+
+    t = TARGETS[target]
+    return default_runs() / profile / (t.method if t.dataset == "synthetic" else target)
 
 
 def _paper_numbers(target: Target) -> dict[str, dict[str, float]]:
@@ -90,7 +99,7 @@ def reproduce(
     into ``root``'s parent folder first if ``root`` does not exist yet."""
     from n2n_core.data import list_categories
     from n2n_core.evaluate import evaluate_run
-    from n2n_core.paths import default_root, default_runs
+    from n2n_core.paths import default_root
     from n2n_core.train import DataSpec, ensure_trained
 
     if target not in TARGETS:
@@ -111,9 +120,7 @@ def reproduce(
                 f"{DATASETS[t.dataset].folder!r}; root {root} is named otherwise"
             )
         fetch(t.dataset, root.parent)
-    # the embedded data's targets share the run folders of notebooks 05 and 09
-    folder = t.method if t.dataset == "synthetic" else target
-    out = Path(runs) if runs else default_runs() / profile / folder
+    out = Path(runs) if runs else run_folder(target, profile)
     cats = categories or list_categories(t.dataset, root)
     cfg, tcfg = _configs(t, profile, cats, overrides or {})
 
