@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import time
@@ -20,7 +19,7 @@ import torch
 
 from n2n_core.data import AnomalyDataset, load_samples
 from n2n_core.deviation import MAP_KINDS
-from n2n_core.io import atomic_write_bytes, atomic_write_text
+from n2n_core.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from n2n_core.methods.decodiff import DeCoDiff, detect, image_score
 from n2n_core.methods.diffusionad import DiffusionAD, top_k_score
 from n2n_core.metrics import METRIC_KEYS, evaluate, mean_table
@@ -139,24 +138,6 @@ def _figure(dataset: AnomalyDataset, pred: dict[str, torch.Tensor], n: int = 6) 
     return buf.getvalue()
 
 
-def _write_table(run_dir: Path, table: dict[str, dict[str, float]]) -> None:
-    rows = io.StringIO()
-    w = csv.writer(rows)
-    w.writerow(["category", *METRIC_KEYS])
-    for cat, r in table.items():
-        w.writerow([cat, *(f"{r[k]:.6f}" for k in METRIC_KEYS)])
-    atomic_write_text(run_dir / "metrics_per_category.csv", rows.getvalue())
-
-
-def _write_scores(run_dir: Path, rows_in: list[tuple]) -> None:
-    rows = io.StringIO()
-    w = csv.writer(rows)
-    w.writerow(["category", "image", "label", "defect", "score"])
-    for cat, s, score in rows_in:
-        w.writerow([cat, str(s.image), s.label, s.defect, f"{score:.6f}"])
-    atomic_write_text(run_dir / "scores.csv", rows.getvalue())
-
-
 def evaluate_run(
     run_dir: Path | str,
     lambdas: tuple[int, ...] | None = None,
@@ -201,8 +182,19 @@ def evaluate_run(
     metrics = table["mean"] if len(per_cat) > 1 else next(iter(per_cat.values()))
     if write:
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        _write_table(run_dir, table if len(per_cat) > 1 else per_cat)
-        _write_scores(run_dir, scores_rows)
+        atomic_write_csv(
+            run_dir / "metrics_per_category.csv",
+            ["category", *METRIC_KEYS],
+            [
+                [cat, *(f"{r[k]:.6f}" for k in METRIC_KEYS)]
+                for cat, r in (table if len(per_cat) > 1 else per_cat).items()
+            ],
+        )
+        atomic_write_csv(
+            run_dir / "scores.csv",
+            ["category", "image", "label", "defect", "score"],
+            [[cat, str(s.image), s.label, s.defect, f"{v:.6f}"] for cat, s, v in scores_rows],
+        )
         info = {"method": method, "categories": list(per_cat), "resolution": cfg.image_size}
         if method == "decodiff":
             info |= {

@@ -12,13 +12,12 @@ crash or a Colab disconnect.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from n2n_core import paper_tables
-from n2n_core.io import atomic_write_text
+from n2n_core.io import atomic_write_csv, atomic_write_text
 from n2n_core.metrics import METRIC_KEYS, mean_table
 
 __all__ = ["TARGETS", "Target", "reproduce", "run_folder"]
@@ -165,14 +164,14 @@ def _write_report(
         for k in METRIC_KEYS:
             p = paper.get(cat.lower(), {}).get(k)
             rows.append((cat, k, metrics[k], p, None if p is None else metrics[k] - p))
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["category", "metric", "ours", "paper", "delta"])
-    for cat, k, o, p, d in rows:
-        w.writerow(
+    atomic_write_csv(
+        out / "report.csv",
+        ["category", "metric", "ours", "paper", "delta"],
+        [
             [cat, k, f"{o:.4f}", "" if p is None else f"{p:.4f}", "" if d is None else f"{d:+.4f}"]
-        )
-    atomic_write_text(out / "report.csv", buf.getvalue())
+            for cat, k, o, p, d in rows
+        ],
+    )
     compared = [r for r in rows if r[3] is not None]
     lines = [
         f"# {target} ({profile} profile): ours vs the paper",
