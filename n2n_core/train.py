@@ -192,7 +192,7 @@ class _DiffusionADFeed:
             raise ValueError("DiffusionAD trains one model per category: pass a --category")
         self.images, self.fg = _train_images(data, data.category, cfg.image_size, run_dir, True)
         self.synthesizer = AnomalySynthesizer(textures=TextureSource(train_cfg.texture_dir))
-        self.anomalies = cfg.variant != "denoising_only"
+        self.anomalies = cfg.needs_anomalies
 
     def __len__(self) -> int:
         return len(self.images)

@@ -141,10 +141,6 @@ class DeCoDiff(nn.Module):
         self.schedule = make_schedule("cosine", cfg.T)
         self.unet = make_denoiser(cfg.unet)
 
-    @property
-    def needs_anomalies(self) -> bool:
-        return False  # trained on normal latents only
-
     def dod(self, z: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
         labels = labels if self.cfg.classes else None
         return self.unet(z, t, class_labels=labels).sample

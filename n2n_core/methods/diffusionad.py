@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from n2n_core.models import DenoiserConfig, SegmentationNet, SegmenterConfig, make_denoiser
-from n2n_core.schedules import make_schedule, predict_x0, q_sample
+from n2n_core.schedules import _at, make_schedule, predict_x0, q_sample
 
 __all__ = ["PROFILES", "VARIANTS", "DiffusionAD", "DiffusionADConfig", "focal_loss", "top_k_score"]
 
@@ -58,6 +58,11 @@ class DiffusionADConfig:
     guide_split: int = 300
     guide_t: tuple[int, int] = (200, 400)
     condition_w: float = 1.0
+
+    @property
+    def needs_anomalies(self) -> bool:
+        """Whether training batches carry synthetic anomalies (DenoisingAD: normal only)."""
+        return self.variant != "denoising_only"
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -139,7 +144,7 @@ class DiffusionAD(nn.Module):
     @property
     def needs_anomalies(self) -> bool:
         """Whether training batches carry synthetic anomalies (DenoisingAD: normal only)."""
-        return self.segmenter is not None
+        return self.cfg.needs_anomalies
 
     def one_step(self, x0: Tensor, t: Tensor | int, eps: Tensor) -> tuple[Tensor, Tensor]:
         """Corrupt x0 to step t (Eq. 2), predict ε, and estimate x̂0 in one step (Eq. 5).
@@ -164,7 +169,7 @@ class DiffusionAD(nn.Module):
         x_a = q_sample(x0, t_a.cpu(), self.schedule, eps_a)
         pred_eps_a = self.denoiser(x_a, t_a).sample
         x_a_guide = q_sample(x0_b, t_a.cpu(), self.schedule, pred_eps_a)
-        sigma_a = (1 - self.schedule.alpha_bar[t_a.cpu()]).sqrt().to(x0)[:, None, None, None]
+        sigma_a = (1 - _at(self.schedule.alpha_bar, t_a.cpu(), x0)).sqrt()
         eps_hat = pred_eps_a - self.cfg.condition_w * sigma_a * (x_a_guide - x_a)
         x0_hat = predict_x0(x_a, t_a.cpu(), self.schedule, eps_hat).clamp(-1, 1)
         return x0_hat, pred_eps_a, pred_eps_b
