@@ -116,16 +116,18 @@ TRAIN_PROFILES: dict[str, dict[str, TrainConfig]] = {
 
 
 class _State:
-    """Step counter, saved with the checkpoint."""
+    """Step counter and training seconds so far, saved with the checkpoint."""
 
     def __init__(self) -> None:
         self.step = 0
+        self.seconds = 0.0
 
     def state_dict(self) -> dict:
-        return {"step": self.step}
+        return {"step": self.step, "seconds": self.seconds}
 
     def load_state_dict(self, d: dict) -> None:
         self.step = int(d["step"])
+        self.seconds = float(d.get("seconds", 0.0))  # absent in older checkpoints
 
 
 class _Generator:
@@ -379,7 +381,7 @@ def train(
         atomic_write_text(log_path, "".join(ln + "\n" for ln in kept))
     quiet = {} if main else {"disable": True}  # main: tqdm's own defaults, so TQDM_DISABLE=1 works
     bar = tqdm(total=steps, initial=state.step, desc=f"{method} {data.category}", **quiet)
-    start = time.perf_counter()
+    start, before = time.perf_counter(), state.seconds  # before: earlier segments of the run
     last: dict[str, float] = {}
     while state.step < steps:
         for _ in range(train_cfg.grad_accum):
@@ -415,6 +417,7 @@ def train(
             bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()})
         stopping = stop_after is not None and state.step >= stop_after
         if state.step % train_cfg.checkpoint_every == 0 or state.step == steps or stopping:
+            state.seconds = before + time.perf_counter() - start
             _save_checkpoint(accelerator, ckpt)
         if stopping:
             break
@@ -439,17 +442,10 @@ def train(
     if torch.cuda.is_available():
         summary["device"] = torch.cuda.get_device_name()
         summary["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    if main and state.step >= steps:  # what the run cost (summed over resumed segments)
-        info_path = run_dir / "train_info.json"
-        before = (
-            json.loads(info_path.read_text())["seconds"] if resume and info_path.exists() else 0
-        )
-        info = {
-            **summary,
-            "seconds": before + seconds,
-            "steps_per_second": steps / (before + seconds),
-        }
-        atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
+    if main and state.step >= steps:  # what the run cost, summed over resumed segments
+        total = before + seconds
+        info = {**summary, "seconds": total, "steps_per_second": steps / total}
+        atomic_write_text(run_dir / "train_info.json", json.dumps(info, indent=2) + "\n")
     return summary
 
 

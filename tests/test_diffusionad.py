@@ -250,14 +250,18 @@ def _log(run):
 def test_interrupted_run_resumes_with_the_same_losses(tmp_path, mvtec):
     data = DataSpec("mvtec", str(mvtec), "bottle")
     train(tmp_path / "straight", TINY, _cfg(), data)
-    train(tmp_path / "resumed", TINY, _cfg(), data, stop_after=3)  # "interrupted" after step 3
+    first = train(tmp_path / "resumed", TINY, _cfg(), data, stop_after=3)  # "interrupted"
     assert (
         len(_log(tmp_path / "resumed")) == 3
         and not (tmp_path / "resumed" / "model.safetensors").exists()
     )
-    train(tmp_path / "resumed", TINY, _cfg(), data, resume=True)
+    second = train(tmp_path / "resumed", TINY, _cfg(), data, resume=True)
     assert _log(tmp_path / "resumed") == _log(tmp_path / "straight")  # bit-identical losses
     assert (tmp_path / "resumed" / "model.safetensors").exists()
+    # the run's cost counts both segments (the first up to its checkpoint)
+    info = json.loads((tmp_path / "resumed" / "train_info.json").read_text())
+    assert info["steps"] == 6
+    assert second["seconds"] < info["seconds"] <= first["seconds"] + second["seconds"]
     with pytest.raises(FileExistsError, match="already holds a run"):
         train(tmp_path / "straight", TINY, _cfg(), data)
     with pytest.raises(ValueError, match="other settings"):
