@@ -33,6 +33,7 @@ from n2n_core.data import (
 from n2n_core.io import atomic_write_text
 from n2n_core.methods.decodiff import DeCoDiff, DeCoDiffConfig
 from n2n_core.methods.diffusionad import DiffusionAD, DiffusionADConfig
+from n2n_core.progress import progress
 from n2n_core.synthesis import AnomalySynthesizer, TextureSource
 
 __all__ = [
@@ -315,7 +316,6 @@ def train(
     test resuming)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
     accelerator = Accelerator(
@@ -379,8 +379,9 @@ def train(
                 if json.loads(ln)["step"] <= state.step
             ]
         atomic_write_text(log_path, "".join(ln + "\n" for ln in kept))
-    quiet = {} if main else {"disable": True}  # main: tqdm's own defaults, so TQDM_DISABLE=1 works
-    bar = tqdm(total=steps, initial=state.step, desc=f"{method} {data.category}", **quiet)
+    bar = progress(
+        total=steps, initial=state.step, desc=f"{method} {data.category}", disable=not main
+    )
     start, before = time.perf_counter(), state.seconds  # before: earlier segments of the run
     last: dict[str, float] = {}
     while state.step < steps:

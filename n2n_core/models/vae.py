@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from n2n_core.progress import progress
+
 __all__ = ["LatentVAE", "VAEConfig", "ensure_vae", "load_pretrained_vae", "psnr", "train_vae"]
 
 SD_VAE = "stabilityai/sd-vae-ft-ema"
@@ -118,15 +120,13 @@ def train_vae(
 ) -> tuple[LatentVAE, list[float]]:
     """Train the small KL autoencoder on uint8 images (N, 3, S, S); returns it with its
     scaling factor set to 1/std of the training latents, and the loss per step."""
-    from tqdm.auto import tqdm
-
     torch.manual_seed(seed)
     ae = make_autoencoder(cfg).to(device).train()
     opt = torch.optim.Adam(ae.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr / 10)
     g = torch.Generator().manual_seed(seed)
     losses = []
-    for _ in tqdm(range(cfg.steps), desc="autoencoder"):
+    for _ in progress(range(cfg.steps), desc="autoencoder"):
         idx = torch.randint(len(images), (cfg.batch_size,), generator=g)
         x = (images[idx].float() / 127.5 - 1).to(device)
         flip = torch.rand(len(idx), generator=g) < 0.5  # horizontal flips: more views
