@@ -3,9 +3,9 @@
 import pytest
 
 # nbval waits a hard-coded 5 s for each kernel message after a cell's reply
-# (computationalmodelling/nbval#136, #231); after minutes of training on a busy 2-core CI
-# machine that is too short and fails a cell that ran fine. The cell timeout itself is
-# --nbval-cell-timeout (pyproject.toml).
+# (computationalmodelling/nbval#136, #231): a margin for a busy 2-core CI machine. (Notebook
+# 09's lost-"idle" failure was not this but progress-bar widget updates overflowing IOPub;
+# see n2n_core/progress.py.) The cell timeout itself is --nbval-cell-timeout (pyproject.toml).
 NBVAL_OUTPUT_TIMEOUT_S = 120
 
 
