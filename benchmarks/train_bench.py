@@ -18,29 +18,30 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from n2n_core import methods
+from n2n_core.config import DataSpec, categories_of
 from n2n_core.data import list_categories
 from n2n_core.evaluate import evaluate_run
 from n2n_core.paths import default_root
-from n2n_core.train import TRAIN_PROFILES, DataSpec, train
+from n2n_core.train import train
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--method", choices=["diffusionad", "decodiff"], default="diffusionad")
+    p.add_argument("--method", choices=methods.names(), default=methods.DEFAULT)
     p.add_argument("--profile", choices=["smoke", "paper"], default="smoke")
     p.add_argument("--data", default="synthetic")
     p.add_argument("--root")
-    p.add_argument("--category", help="DiffusionAD: one category (default: the first)")
+    p.add_argument("--category", help="per-category methods: which one (default: the first)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
     p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--vae", help="DeCo-Diff: pretrained VAE hub id or local folder")
+    p.add_argument("--vae", help="a pretrained VAE (hub id or local folder) for methods with one")
     p.add_argument("--keep", help="keep the run folder here (default: a temporary one)")
     p.add_argument("--out", default="benchmarks/train_bench.jsonl")
     a = p.parse_args()
@@ -51,26 +52,17 @@ def main() -> None:
 
         ensure_synthetic(root)
     cats = list_categories(a.data, root)
-    tcfg = replace(
-        TRAIN_PROFILES[a.method][a.profile],
-        steps=a.steps,
-        epochs=None,
-        mixed_precision=a.mixed_precision,
-        gradient_checkpointing=a.gradient_checkpointing,
-        checkpoint_every=10**9,
-        **({"batch_size": a.batch_size} if a.batch_size else {}),
-    )
-    if a.method == "decodiff":
-        from n2n_core.methods.decodiff import PROFILES
-
-        cfg = PROFILES[a.profile]
-        if a.vae:
-            cfg = replace(cfg, vae=replace(cfg.vae, pretrained=a.vae))
-        cfg, data = cfg.with_classes(cats), DataSpec(a.data, root, "all")
-    else:
-        from n2n_core.methods.diffusionad import PROFILES
-
-        cfg, data = PROFILES[a.profile], DataSpec(a.data, root, a.category or cats[0])
+    method = methods.get(a.method)
+    data = DataSpec(a.data, root, (a.category or cats[0]) if method.per_category else "all")
+    overrides = {
+        "train.steps": a.steps,
+        "train.mixed_precision": a.mixed_precision,
+        "train.gradient_checkpointing": a.gradient_checkpointing,
+        "train.checkpoint_every": 10**9,
+        **({"train.batch_size": a.batch_size} if a.batch_size else {}),
+        **({"model.vae.pretrained": a.vae} if a.vae else {}),
+    }
+    cfg, tcfg = methods.resolve(a.method, a.profile, a.data, categories_of(data), overrides)
     run = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="n2n-bench-"))
     try:
         if torch.cuda.is_available():

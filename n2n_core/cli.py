@@ -52,77 +52,59 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_config(args: argparse.Namespace, categories: list[str]) -> object:
-    """The method's profile config with the command line's overrides."""
-    from dataclasses import replace
+def _settings(items: list[str], prefix: str = "") -> dict[str, object]:
+    """``--set KEY=VALUE`` items as a dict; values are Python literals where they parse."""
+    from n2n_core.runner import parse_param
 
-    if args.method == "decodiff":
-        from n2n_core.methods.decodiff import PROFILES as DECODIFF
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        out[prefix + key] = parse_param(f"x={raw}")[1]
+    return out
 
-        model = DECODIFF[args.profile]
-        if args.vae:
-            model = replace(model, vae=replace(model.vae, pretrained=args.vae))
-        if args.vae_steps:
-            model = replace(model, vae=replace(model.vae, steps=args.vae_steps))
-        size = args.image_size or model.image_size
-        latent = replace(model.unet, image_size=size // model.vae.factor)
-        model = replace(model, image_size=size, unet=latent)
-        extra = {
-            "strategy": args.strategy,
-            "reverse_steps": args.reverse_steps,
-            "anomaly_map": args.anomaly_map,
-        }
-        model = replace(model, **{k: v for k, v in extra.items() if v is not None})
-        multi = args.category == "all" and not args.unconditional
-        return model.with_classes(categories if multi else ())
-    from n2n_core.methods.diffusionad import PROFILES as DIFFUSIONAD
 
-    model = DIFFUSIONAD[args.profile]
-    if args.image_size:
-        model = replace(
-            model,
-            image_size=args.image_size,
-            denoiser=replace(model.denoiser, image_size=args.image_size),
-        )
-    extra = {
-        "variant": args.variant,
-        "lambdas": tuple(args.lambdas or ()) or None,
-        "norm_guided": args.norm_guided,
-    }
-    return replace(model, **{k: v for k, v in extra.items() if v})
+# command-line shortcuts for common settings: option → dotted setting
+_TRAIN_FLAGS = {
+    "steps": "train.steps", "epochs": "train.epochs", "seed": "train.seed", "lr": "train.lr",
+    "batch_size": "train.batch_size", "mixed_precision": "train.mixed_precision",
+    "grad_accum": "train.grad_accum", "checkpoint_every": "train.checkpoint_every",
+    "texture_dir": "train.texture_dir", "image_size": "model.image_size",
+    "variant": "model.variant", "norm_guided": "model.norm_guided",
+    "vae": "model.vae.pretrained", "vae_steps": "model.vae.steps",
+    "strategy": "model.strategy", "reverse_steps": "model.reverse_steps",
+    "anomaly_map": "model.anomaly_map",
+}  # fmt: skip
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from n2n_core import methods
+    from n2n_core.train import DataSpec, TrainingDiverged, categories_of, train
 
-    from n2n_core.train import TRAIN_PROFILES, DataSpec, TrainingDiverged, categories_of, train
-
+    method = methods.get(args.method)
     if args.category is None:
-        if args.method == "diffusionad":
-            print("error: --category is required for diffusionad (one model per category)")
+        if method.per_category:
+            print(f"error: --category is required for {args.method} (one model per category)")
             return 2
         args.category = "all"
-    overrides = {
-        "steps": args.steps,
-        "epochs": args.epochs,
-        "seed": args.seed,
-        "lr": args.lr,
-        "batch_size": args.batch_size,
-        "mixed_precision": args.mixed_precision,
-        "grad_accum": args.grad_accum,
-        "checkpoint_every": args.checkpoint_every,
-        "texture_dir": args.texture_dir,
-        "gradient_checkpointing": args.gradient_checkpointing or None,
-    }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if args.steps is not None:
-        overrides.setdefault("epochs", None)
-    tcfg = replace(TRAIN_PROFILES[args.method][args.profile], **overrides)
+    overrides = {k: getattr(args, a) for a, k in _TRAIN_FLAGS.items() if getattr(args, a)}
+    if args.steps is not None:  # --steps 0 is kept (and refused by the loop), not dropped
+        overrides["train.steps"] = args.steps
+    if args.gradient_checkpointing:
+        overrides["train.gradient_checkpointing"] = True
+    if args.lambdas:
+        overrides["model.lambdas"] = tuple(args.lambdas)
+    if args.unconditional:
+        overrides["model.classes"] = ()
+    overrides |= _settings(args.set)
     root = args.root or str(
         default_root() / ("synthetic" if args.data == "synthetic" else args.data)
     )
     data = DataSpec(args.data, root, args.category, args.foreground_dir)
-    model = _model_config(args, categories_of(data))
+    model, tcfg = methods.resolve(
+        args.method, args.profile, args.data, categories_of(data), overrides
+    )
     try:
         summary = train(args.out, model, tcfg, data, resume=args.resume)
     except TrainingDiverged as exc:
@@ -135,9 +117,12 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from n2n_core.evaluate import evaluate_run
 
-    metrics = evaluate_run(
-        args.run_dir, tuple(args.lambdas) if args.lambdas else None, args.top_k, args.seed
-    )
+    overrides = _settings(args.set)
+    if args.lambdas:
+        overrides["lambdas"] = tuple(args.lambdas)
+    if args.top_k is not None:
+        overrides["top_k"] = args.top_k
+    metrics = evaluate_run(args.run_dir, args.seed, overrides=overrides or None)
     for k, v in metrics.items():
         print(f"{k:<13} {v:.4f}")
     print(
@@ -151,11 +136,19 @@ def _reproduce(args: argparse.Namespace) -> int:
     """Execute notebook 10 (DiffusionAD) or 11 (DeCo-Diff) for the target with papermill."""
     from pathlib import Path
 
-    from n2n_core import runner
-    from n2n_core.reproduce import TARGETS, run_folder
+    from n2n_core import methods, runner
+    from n2n_core.reproduce import TARGETS, reproduce, run_folder
 
     t = TARGETS[args.target]
     out = Path(args.runs or run_folder(args.target, args.profile)).resolve()
+    notebook = methods.get(t.method).reproduce_notebook
+    if notebook is None:  # a method without a report notebook: the same steps in-process
+        table = reproduce(
+            args.target, args.profile, args.root, out, args.categories or None,
+            {"train.steps": args.steps} if args.steps else None, args.download,
+        )  # fmt: skip
+        print(f"[n2n] mean: {table['mean']}\n[n2n] report: {out / 'report.md'}")
+        return 0
     params = {
         "target": args.target,
         "data_root": str(Path(args.root).resolve()) if args.root else None,
@@ -164,8 +157,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         "steps": args.steps,
         "download": args.download,
     }
-    only = ["10"] if t.method == "diffusionad" else ["11"]
-    rows = runner.run_notebooks(args.profile, out, only=only, parameters=params)
+    rows = runner.run_notebooks(args.profile, out, only=[notebook], parameters=params)
     if rows[0]["status"] != "ok":
         print(f"error: {rows[0]['error']} (see {rows[0]['executed']})")
         return 1
@@ -204,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     from n2n_core.data.readers import SOURCES
 
     tr = sub.add_parser("train", help="train a method into a run folder")
-    tr.add_argument("--method", choices=["diffusionad", "decodiff"], default="diffusionad")
+    from n2n_core import methods
+
+    tr.add_argument("--method", choices=methods.names(), default=methods.DEFAULT)
     tr.add_argument("--data", choices=SOURCES, default="synthetic")
     tr.add_argument(
         "--root", help="dataset root (default: data/<data>, data/synthetic for synthetic)"
@@ -235,6 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--texture-dir", help="DTD images for anomaly appearances")
     tr.add_argument("--foreground-dir", help="precomputed foreground masks <stem>.png")
+    tr.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any setting, e.g. train.lr=3e-4 or model.vae.steps=300 (unknown keys are refused "
+        "with the valid ones)",
+    )
     dc = tr.add_argument_group("decodiff")
     dc.add_argument("--vae", help="pretrained AutoencoderKL: hub id or local folder")
     dc.add_argument("--vae-steps", type=int, help="training steps of the small autoencoder")
@@ -253,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--lambdas", type=int, nargs="+")
     ev.add_argument("--top-k", type=int)
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an inference setting of the run's model config, e.g. reverse_steps=10",
+    )
     ev.set_defaults(func=_evaluate)
 
     from n2n_core.reproduce import TARGETS

@@ -1,13 +1,15 @@
 """Configs are frozen dataclasses; runs store them as JSON. Nested dataclasses and tuples
-round-trip; unknown keys are refused with their names."""
+round-trip; unknown keys are refused with their names. The two configs every method shares
+live here: what to train on (``DataSpec``) and how (``TrainConfig``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import typing
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["from_dict", "to_dict"]
+__all__ = ["DataSpec", "TrainConfig", "categories_of", "from_dict", "to_dict"]
 
 C = TypeVar("C")
 
@@ -33,3 +35,39 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
             value = tuple(value)
         kwargs[key] = value
     return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    source: str = "synthetic"
+    root: str = "data/synthetic"
+    category: str = "cap"  # or "all": every category of the dataset (one multi-class model)
+    foreground_dir: str | None = None  # precomputed foreground masks (<stem>.png)
+
+
+def categories_of(data: DataSpec) -> list[str]:
+    """The categories a run trains on: one, or every category of the dataset for "all"."""
+    from n2n_core.data import list_categories
+
+    if data.category == "all":
+        return list_categories(data.source, data.root)
+    return [data.category]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000  # optimiser updates (each of grad_accum micro-batches)
+    epochs: int | None = None  # if set: steps = ceil(epochs × #train images / batch_size)
+    batch_size: int = 6  # per process; DiffusionAD: half normal, half synthetic (§4.2: 3 + 3)
+    lr: float = 1e-4  # Adam (DiffusionAD §4.2); AdamW peak (DeCo-Diff §5.1)
+    optimizer: str = "adam"  # "adam" | "adamw"
+    weight_decay: float = 0.0
+    warmup_steps: int = 0  # linear warm-up from 0 to lr
+    min_lr: float | None = None  # cosine decay from lr to min_lr after warm-up; None: constant
+    seed: int = 0
+    checkpoint_every: int = 250
+    log_every: int = 10
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
+    grad_accum: int = 1
+    gradient_checkpointing: bool = False
+    texture_dir: str | None = None  # DTD images for anomaly appearances; None: procedural

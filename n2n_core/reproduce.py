@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from n2n_core import paper_tables
@@ -25,11 +25,10 @@ __all__ = ["TARGETS", "Target", "reproduce", "run_folder"]
 
 @dataclass(frozen=True)
 class Target:
-    method: str  # "diffusionad" | "decodiff"
+    method: str  # a registered method (n2n_core.methods)
     dataset: str  # a reader source: mvtec | visa | dagm | synthetic
-    tables: tuple[str, ...]  # paper tables to compare with (may be empty)
-    paper_method: str  # the method's row name in those tables
-    paper_epochs: int | None = None  # paper profile: the epochs the paper used for this dataset
+    tables: tuple[str, ...] = ()  # paper tables to compare with (may be empty)
+    paper_method: str = ""  # the method's row name in those tables
 
 
 TARGETS = {
@@ -39,9 +38,11 @@ TARGETS = {
     "diffusionad-dagm": Target("diffusionad", "dagm", ("diffusionad_table5",), "DiffusionAD"),
     "diffusionad-mvtec": Target("diffusionad", "mvtec", (), "DiffusionAD"),  # no MVTec table
     "decodiff-mvtec": Target("decodiff", "mvtec", ("decodiff_table1",), "DeCo-Diff"),
-    "decodiff-visa": Target("decodiff", "visa", ("decodiff_table2",), "DeCo-Diff", 200),  # §5.1
+    "decodiff-visa": Target("decodiff", "visa", ("decodiff_table2",), "DeCo-Diff"),
     "diffusionad-synthetic": Target("diffusionad", "synthetic", (), "DiffusionAD"),
     "decodiff-synthetic": Target("decodiff", "synthetic", (), "DeCo-Diff"),
+    # the non-diffusion reference: no paper table, ours only
+    **{f"patchknn-{d}": Target("patchknn", d) for d in ("synthetic", "mvtec", "visa", "dagm")},
 }  # fmt: skip
 
 
@@ -66,21 +67,9 @@ def _paper_numbers(target: Target) -> dict[str, dict[str, float]]:
 
 
 def _configs(target: Target, profile: str, categories: list[str], overrides: dict) -> tuple:
-    from n2n_core.train import TRAIN_PROFILES
+    from n2n_core.methods import resolve
 
-    tcfg = TRAIN_PROFILES[target.method][profile]
-    if profile == "paper" and target.paper_epochs:
-        tcfg = replace(tcfg, epochs=target.paper_epochs)
-    tcfg = replace(tcfg, **overrides.get("train", {}))
-    if target.method == "decodiff":
-        from n2n_core.methods.decodiff import PROFILES
-
-        cfg = replace(PROFILES[profile], **overrides.get("model", {})).with_classes(categories)
-    else:
-        from n2n_core.methods.diffusionad import PROFILES
-
-        cfg = replace(PROFILES[profile], **overrides.get("model", {}))
-    return cfg, tcfg
+    return resolve(target.method, profile, target.dataset, categories, overrides)
 
 
 def reproduce(
@@ -91,13 +80,16 @@ def reproduce(
     categories: list[str] | None = None,
     overrides: dict | None = None,
     download: bool = False,
+    seed: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Train/evaluate every category of ``target`` and write the comparison report; returns
-    our per-category metrics with their mean. ``overrides``: {"model": {...}, "train": {...}}
-    replacements of the profile's configs (e.g. fewer steps). ``download``: fetch the dataset
+    our per-category metrics with their mean. ``overrides``: settings replacing the profile's
+    (``{"train.steps": 5}`` or ``{"model": {...}, "train": {...}}``); ``seed``: the training
+    seed. ``download``: fetch the dataset
     into ``root``'s parent folder first if ``root`` does not exist yet."""
     from n2n_core.data import list_categories
     from n2n_core.evaluate import evaluate_run
+    from n2n_core.methods import get
     from n2n_core.paths import default_root
     from n2n_core.train import DataSpec, ensure_trained
 
@@ -121,19 +113,22 @@ def reproduce(
         fetch(t.dataset, root.parent)
     out = Path(runs) if runs else run_folder(target, profile)
     cats = categories or list_categories(t.dataset, root)
-    cfg, tcfg = _configs(t, profile, cats, overrides or {})
+    overrides = {**(overrides or {}), **({} if seed is None else {"train.seed": seed})}
+    cfg, tcfg = _configs(t, profile, cats if categories is None else cats[:1], overrides)
 
     def done(run: Path) -> bool:  # evaluated after the model was last written
         m, w = run / "metrics.json", run / "model.safetensors"
         return m.is_file() and w.is_file() and m.stat().st_mtime >= w.stat().st_mtime
 
     ours: dict[str, dict[str, float]] = {}
-    if t.method == "decodiff":  # one model for all categories (multi-class)
+    if not get(t.method).per_category:  # one model for all categories (multi-class)
         run = out
         data = DataSpec(t.dataset, str(root), "all" if categories is None else cats[0])
         if categories is not None and len(cats) > 1:
-            raise ValueError("decodiff reproduces all categories with one model, or a single one")
-        ensure_trained(run, cfg if categories is None else cfg.with_classes(()), tcfg, data)
+            raise ValueError(
+                f"{t.method} reproduces all categories with one model, or a single one"
+            )
+        ensure_trained(run, cfg, tcfg, data)
         if not done(run):
             evaluate_run(run)
         with (run / "metrics_per_category.csv").open(newline="") as f:

@@ -1,12 +1,12 @@
-"""The training loop of both methods, on 🤗 accelerate (mixed precision, several
+"""The training loop of every method, on 🤗 accelerate (mixed precision, several
 processes/GPUs, gradient accumulation): progress bar, periodic atomic checkpoints, exact
-resume and a NaN guard.
+resume and a NaN guard. The method (``n2n_core.methods``) provides the model and its feed; a
+model with a ``fit(feed, g)`` method (no gradients, e.g. a memory bank) is fitted in one pass.
 
 A run folder holds ``run.json`` (method, data, configs), ``train_log.jsonl`` (losses),
-``train_info.json`` (steps, seconds, processes, peak GPU memory), ``checkpoints/last/``
-(model, optimiser, learning-rate schedule, step, every process's RNG
-states, our data generator) and, at the end, ``model.safetensors``. A DeCo-Diff run also
-holds ``vae/`` when its autoencoder is trained on the data (smoke profile). Resuming from
+``train_info.json`` (steps, seconds, processes, peak GPU memory, the environment),
+``checkpoints/last/`` (model, optimiser, learning-rate schedule, step, every process's RNG
+states, our data generator) and, at the end, ``model.safetensors``. Resuming from
 ``checkpoints/last`` replays the same batches, timesteps and noise: the resumed run's losses
 equal those of an uninterrupted one.
 """
@@ -17,103 +17,35 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from n2n_core.config import from_dict, to_dict
-from n2n_core.data import (
-    AnomalyDataset,
-    foreground_masks,
-    is_texture,
-    list_categories,
-    load_samples,
-)
+from n2n_core import methods
+from n2n_core.config import DataSpec, TrainConfig, categories_of, from_dict, to_dict
 from n2n_core.io import atomic_write_text
-from n2n_core.methods.decodiff import DeCoDiff, DeCoDiffConfig
-from n2n_core.methods.diffusionad import DiffusionAD, DiffusionADConfig
 from n2n_core.progress import progress
-from n2n_core.synthesis import AnomalySynthesizer, TextureSource
 
 __all__ = [
-    "METHODS",
-    "TRAIN_PROFILES",
     "DataSpec",
     "TrainConfig",
     "TrainingDiverged",
     "categories_of",
     "ensure_trained",
-    "latent_training_set",
     "load_run",
-    "method_of",
     "train",
 ]
 
-ModelConfig = DiffusionADConfig | DeCoDiffConfig
-METHODS: dict[str, tuple[type, type]] = {
-    "diffusionad": (DiffusionADConfig, DiffusionAD),
-    "decodiff": (DeCoDiffConfig, DeCoDiff),
-}
 
-
-def method_of(cfg: ModelConfig) -> str:
-    for name, (cfg_type, _) in METHODS.items():
-        if isinstance(cfg, cfg_type):
-            return name
-    raise TypeError(f"not a method config: {type(cfg).__name__}")
+def __getattr__(name: str) -> Any:
+    if name == "TRAIN_PROFILES":  # every registered method's training profiles, by name
+        return {n: methods.get(n).train_profiles for n in methods.names()}
+    raise AttributeError(name)
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    source: str = "synthetic"
-    root: str = "data/synthetic"
-    category: str = "cap"  # or "all": every category of the dataset (DeCo-Diff, multi-class)
-    foreground_dir: str | None = None  # precomputed foreground masks (<stem>.png)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 1000  # optimiser updates (each of grad_accum micro-batches)
-    epochs: int | None = None  # if set: steps = ceil(epochs × #train images / batch_size)
-    batch_size: int = 6  # per process; DiffusionAD: half normal, half synthetic (§4.2: 3 + 3)
-    lr: float = 1e-4  # Adam (DiffusionAD §4.2); AdamW peak (DeCo-Diff §5.1)
-    optimizer: str = "adam"  # "adam" | "adamw"
-    weight_decay: float = 0.0
-    warmup_steps: int = 0  # linear warm-up from 0 to lr
-    min_lr: float | None = None  # cosine decay from lr to min_lr after warm-up; None: constant
-    seed: int = 0
-    checkpoint_every: int = 250
-    log_every: int = 10
-    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
-    grad_accum: int = 1
-    gradient_checkpointing: bool = False
-    texture_dir: str | None = None  # DTD images for anomaly appearances; None: procedural
-
-
-TRAIN_PROFILES: dict[str, dict[str, TrainConfig]] = {
-    "diffusionad": {
-        # smoke: small CPU nets converge much faster at 1e-3 than at the paper's 1e-4 (measured)
-        "smoke": TrainConfig(steps=900, lr=1e-3, checkpoint_every=300, log_every=25),
-        "paper": TrainConfig(steps=0, epochs=500, checkpoint_every=2000, log_every=50),
-    },
-    "decodiff": {
-        # §5.1: AdamW, warm-up then cosine 1e-4 → 1e-5, batch 128, 800 epochs (MVTec AD;
-        # 200 for VisA); weight decay and the 10 warm-up epochs from the official code
-        "smoke": TrainConfig(
-            steps=1500, batch_size=32, lr=1e-3, min_lr=1e-4, optimizer="adamw",
-            weight_decay=1e-4, warmup_steps=100, checkpoint_every=500, log_every=25,
-        ),
-        "paper": TrainConfig(
-            steps=0, epochs=800, batch_size=128, lr=1e-4, min_lr=1e-5, optimizer="adamw",
-            weight_decay=1e-4, warmup_steps=300, checkpoint_every=2000, log_every=50,
-        ),
-    },
-}  # fmt: skip
 
 
 class _State:
@@ -144,119 +76,22 @@ class _Generator:
         self.g.set_state(d["state"])
 
 
-def load_run(run_dir: Path | str) -> tuple[ModelConfig, TrainConfig, DataSpec]:
-    """The model config (DiffusionADConfig or DeCoDiffConfig), training config and data of a
-    run folder."""
+def load_run(run_dir: Path | str) -> tuple[Any, TrainConfig, DataSpec]:
+    """The model config, training config and data of a run folder. Fields added to the
+    configs after the run was made take their defaults."""
     path = Path(run_dir) / "run.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {run_dir} is not a training run folder")
     d = json.loads(path.read_text())
-    if d.get("method") not in METHODS:
-        raise ValueError(f"{path}: unsupported method {d.get('method')!r}; known: {list(METHODS)}")
+    try:
+        method = methods.get(str(d.get("method")))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     return (
-        from_dict(METHODS[d["method"]][0], d["model"]),
+        from_dict(method.config, d["model"]),
         from_dict(TrainConfig, d["train"]),
         from_dict(DataSpec, d["data"]),
     )
-
-
-def categories_of(data: DataSpec) -> list[str]:
-    """The categories a run trains on: one, or every category of the dataset for "all"."""
-    if data.category == "all":
-        return list_categories(data.source, data.root)
-    return [data.category]
-
-
-def _train_images(
-    data: DataSpec, category: str, size: int, run_dir: Path, foreground: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A category's training images as uint8 (N, 3, S, S) and, if ``foreground`` and the
-    category is an object, foregrounds (N, 1, S, S) (else None)."""
-    samples = load_samples(data.source, data.root, category, "train")
-    fgs = None
-    if foreground and not is_texture(data.source, category):
-        fgs = foreground_masks(
-            samples, cache_dir=run_dir / "foreground", precomputed=data.foreground_dir
-        )
-    ds = AnomalyDataset(samples, size, (0.0, 1.0), foreground=fgs)
-    items = [ds[i] for i in range(len(ds))]
-    images = torch.stack([(it["image"] * 255).round().to(torch.uint8) for it in items])
-    fg = None if fgs is None else torch.stack([it["foreground"] > 0.5 for it in items])
-    return images, fg
-
-
-class _DiffusionADFeed:
-    """Alg. 1's batches: normal images, half of them turned into synthetic anomalies."""
-
-    def __init__(
-        self, cfg: DiffusionADConfig, train_cfg: TrainConfig, data: DataSpec, run_dir: Path
-    ) -> None:
-        if data.category == "all":
-            raise ValueError("DiffusionAD trains one model per category: pass a --category")
-        self.images, self.fg = _train_images(data, data.category, cfg.image_size, run_dir, True)
-        self.synthesizer = AnomalySynthesizer(textures=TextureSource(train_cfg.texture_dir))
-        self.anomalies = cfg.needs_anomalies
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __call__(self, idx: torch.Tensor, gen: torch.Generator, device: object) -> tuple:
-        normals = self.images[idx].float() / 255
-        if self.anomalies:
-            batch, masks, _ = self.synthesizer.batch(
-                normals, gen, None if self.fg is None else self.fg[idx]
-            )
-        else:
-            batch, masks = normals, torch.zeros_like(normals[:, :1])
-        return (batch * 2 - 1).to(device), masks.to(device)
-
-
-def latent_training_set(
-    cfg: DeCoDiffConfig, data: DataSpec, run_dir: Path | str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """DeCo-Diff's training images (uint8, every category of the run) and class indices; the
-    small autoencoder of a run is trained on exactly these (``ensure_vae``)."""
-    cats = categories_of(data)
-    missing = [c for c in cats if cfg.classes and c not in cfg.classes]
-    if missing:
-        raise ValueError(f"categories {missing} are not in the model's classes {cfg.classes}")
-    parts = [_train_images(data, c, cfg.image_size, Path(run_dir), False)[0] for c in cats]
-    labels = [
-        torch.full((len(p),), cfg.classes.index(c) if cfg.classes else 0)
-        for c, p in zip(cats, parts, strict=True)
-    ]
-    return torch.cat(parts), torch.cat(labels)
-
-
-class _DeCoDiffFeed:
-    """Latents of normal images of every category, sampled from q(z | x) as the official
-    code does, with their class indices."""
-
-    def __init__(
-        self, cfg: DeCoDiffConfig, train_cfg: TrainConfig, data: DataSpec, run_dir: Path,
-        accelerator: object,
-    ) -> None:  # fmt: skip
-        from n2n_core.models.vae import ensure_vae
-
-        images, self.labels = latent_training_set(cfg, data, run_dir)
-        if accelerator.is_main_process:  # trains the small autoencoder once, if needed
-            ensure_vae(cfg.vae, run_dir / "vae", images, train_cfg.seed)
-        accelerator.wait_for_everyone()
-        vae = ensure_vae(cfg.vae, run_dir / "vae").to(accelerator.device)
-        means, stds = [], []
-        for i in range(0, len(images), 32):
-            x = (images[i : i + 32].float() / 127.5 - 1).to(accelerator.device)
-            m, sd = vae.encode_dist(x)
-            means.append(m.float().cpu())
-            stds.append(sd.float().cpu())
-        self.mean, self.std = torch.cat(means), torch.cat(stds)
-
-    def __len__(self) -> int:
-        return len(self.mean)
-
-    def __call__(self, idx: torch.Tensor, gen: torch.Generator, device: object) -> tuple:
-        z = self.mean[idx] + self.std[idx] * torch.randn(self.mean[idx].shape, generator=gen)
-        return z.to(device), self.labels[idx].to(device)
 
 
 def _lr_lambda(train_cfg: TrainConfig, steps: int):
@@ -275,10 +110,10 @@ def _lr_lambda(train_cfg: TrainConfig, steps: int):
     return f
 
 
-def _record(model_cfg: ModelConfig, train_cfg: TrainConfig, data: DataSpec) -> dict:
+def _record(model_cfg: Any, train_cfg: TrainConfig, data: DataSpec) -> dict:
     """What run.json holds, normalised through JSON (tuples → lists) for comparisons."""
     record = {
-        "method": method_of(model_cfg),
+        "method": methods.method_of(model_cfg).name,
         "model": to_dict(model_cfg),
         "train": to_dict(train_cfg),
         "data": to_dict(data),
@@ -286,7 +121,52 @@ def _record(model_cfg: ModelConfig, train_cfg: TrainConfig, data: DataSpec) -> d
     return json.loads(json.dumps(record))
 
 
-def _save_checkpoint(accelerator: object, ckpt: Path) -> None:
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else k))
+    return out
+
+
+def settings_differ(run_dir: Path, record: dict) -> list[str]:
+    """The settings (dotted keys) in which ``run_dir``'s run.json differs from ``record``.
+    Fields that a run.json lacks (added to n2n later) count with their default values, so
+    older run folders stay valid when the default reproduces their behaviour."""
+    try:
+        stored = _record(*load_run(run_dir))
+    except (ValueError, TypeError, KeyError) as e:
+        return [f"run.json: {e}"]
+    a, b = _flat(stored), _flat(record)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>"))
+
+
+def _start(run_dir: Path, record: dict, resume: bool, accelerator: Any) -> None:
+    """Check the folder (a new run, or a resumable one with the same settings), then write
+    run.json."""
+    ckpt = run_dir / "checkpoints" / "last"
+    if resume:
+        if not ckpt.is_dir():
+            raise FileNotFoundError(f"nothing to resume: {ckpt} does not exist")
+        differ = settings_differ(run_dir, record)
+        if differ:
+            raise ValueError(
+                f"{run_dir / 'run.json'} was written with other settings ({', '.join(differ)}); "
+                "resume with the same ones"
+            )
+    elif (run_dir / "run.json").exists():
+        raise FileExistsError(
+            f"{run_dir} already holds a run: pass --resume, or choose another --out"
+        )
+    accelerator.wait_for_everyone()  # every process checks before the main one writes
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
+    accelerator.wait_for_everyone()
+
+
+def _save_checkpoint(accelerator: Any, ckpt: Path) -> None:
     """accelerate's state into a temporary folder, then swapped in: a crash never leaves a
     half-written checkpoint in place of the last good one."""
     tmp, old = ckpt.with_name(ckpt.name + ".tmp"), ckpt.with_name(ckpt.name + ".old")
@@ -303,72 +183,98 @@ def _save_checkpoint(accelerator: object, ckpt: Path) -> None:
     accelerator.wait_for_everyone()
 
 
+def _optimizer(model: torch.nn.Module, train_cfg: TrainConfig, steps: int) -> tuple:
+    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(train_cfg.optimizer)
+    if opt_cls is None:
+        raise ValueError(f"optimizer must be 'adam' or 'adamw', got {train_cfg.optimizer!r}")
+    optimizer = opt_cls(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(train_cfg, steps))
+
+
+def _step(model, feed, optimizer, scheduler, train_cfg, accelerator, gen, state, ckpt) -> dict:
+    """One optimiser update (of ``grad_accum`` micro-batches); returns the mean losses."""
+    for _ in range(train_cfg.grad_accum):
+        with accelerator.accumulate(model):
+            idx = torch.randint(len(feed), (train_cfg.batch_size,), generator=gen)
+            inputs = feed(idx, gen, accelerator.device)
+            with accelerator.autocast():
+                loss, parts = model(*inputs, gen)
+            finite = accelerator.gather(torch.isfinite(loss.detach()).reshape(1))
+            if not bool(finite.all()):
+                got = {k: float(v.detach()) for k, v in parts.items()}
+                raise TrainingDiverged(
+                    f"loss is not finite at step {state.step + 1} ({got}); training stopped. "
+                    f"The last good checkpoint is {ckpt} (resume with --resume); "
+                    "try a lower --lr or --mixed-precision no."
+                )
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+    vals = accelerator.gather(torch.stack([loss, *parts.values()]).detach().float().reshape(1, -1))
+    vals = vals.mean(0)
+    return {"loss": float(vals[0]), **{k: float(v) for k, v in zip(parts, vals[1:], strict=True)}}
+
+
+def _finish(run_dir: Path, model: torch.nn.Module, summary: dict, total: float, steps: int) -> None:
+    """model.safetensors and train_info.json (what the run cost, over resumed segments)."""
+    from safetensors.torch import save_file
+
+    from n2n_core.provenance import environment
+
+    tmp = run_dir / ".model.safetensors.tmp"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
+    tmp.replace(run_dir / "model.safetensors")
+    info = {**summary, "seconds": total, "steps_per_second": steps / total}
+    info["environment"] = environment()
+    atomic_write_text(run_dir / "train_info.json", json.dumps(info, indent=2) + "\n")
+
+
 def train(
     run_dir: Path | str,
-    model_cfg: ModelConfig,
+    model_cfg: Any,
     train_cfg: TrainConfig,
     data: DataSpec,
     resume: bool = False,
     stop_after: int | None = None,
 ) -> dict[str, object]:
-    """Train DiffusionAD (Alg. 1) or DeCo-Diff (Eq. 7, 12) into ``run_dir``. ``stop_after``
-    ends the run after that many steps with a checkpoint, as an interruption would (used to
-    test resuming)."""
+    """Train the method whose config ``model_cfg`` is (DiffusionAD: Alg. 1; DeCo-Diff: Eq. 7,
+    12; ...) into ``run_dir``. ``stop_after`` ends the run after that many steps with a
+    checkpoint, as an interruption would (used to test resuming)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    run_dir = Path(run_dir)
+    run_dir, method = Path(run_dir), methods.method_of(model_cfg)
     accelerator = Accelerator(
         mixed_precision=train_cfg.mixed_precision, gradient_accumulation_steps=train_cfg.grad_accum
     )
-    main = accelerator.is_main_process
-    record = _record(model_cfg, train_cfg, data)
-    run_json = run_dir / "run.json"
-    ckpt = run_dir / "checkpoints" / "last"
-    if resume:
-        if not ckpt.is_dir():
-            raise FileNotFoundError(f"nothing to resume: {ckpt} does not exist")
-        stored = json.loads(run_json.read_text())
-        if stored != record:
-            raise ValueError(
-                f"{run_json} was written with other settings; resume with the same ones"
-            )
-    elif run_json.exists():
-        raise FileExistsError(
-            f"{run_dir} already holds a run: pass --resume, or choose another --out"
-        )
-    accelerator.wait_for_everyone()  # every process checks before the main one writes
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_json, json.dumps(record, indent=2) + "\n")
-    accelerator.wait_for_everyone()
-
-    method = method_of(model_cfg)
-    if method == "decodiff":
-        feed = _DeCoDiffFeed(model_cfg, train_cfg, data, run_dir, accelerator)
-    else:
-        feed = _DiffusionADFeed(model_cfg, train_cfg, data, run_dir)
+    main, ckpt = accelerator.is_main_process, run_dir / "checkpoints" / "last"
+    _start(run_dir, _record(model_cfg, train_cfg, data), resume, accelerator)
+    feed = method.feed(model_cfg, train_cfg, data, run_dir, accelerator)
     steps = train_cfg.steps
     if train_cfg.epochs:
         steps = math.ceil(train_cfg.epochs * len(feed) / train_cfg.batch_size)
     set_seed(train_cfg.seed)  # the same initial weights on every process and every run
-    model = METHODS[method][1](model_cfg)
+    model = method.build(model_cfg)
+    gen = torch.Generator().manual_seed(train_cfg.seed * 1009 + accelerator.process_index)
+    if hasattr(model, "fit"):  # no gradients: one pass over the training set
+        start = time.perf_counter()
+        model.fit(feed, gen)
+        seconds = time.perf_counter() - start
+        summary = {"steps": 1, "seconds": seconds, "last": {}, "processes": 1}
+        if main:
+            _finish(run_dir, model, summary, seconds, 1)
+        return summary
     if train_cfg.gradient_checkpointing:
         for net in model.children():
             if hasattr(net, "enable_gradient_checkpointing"):
                 net.enable_gradient_checkpointing()
-    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(train_cfg.optimizer)
-    if opt_cls is None:
-        raise ValueError(f"optimizer must be 'adam' or 'adamw', got {train_cfg.optimizer!r}")
-    optimizer = opt_cls(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(train_cfg, steps))
+    optimizer, scheduler = _optimizer(model, train_cfg, steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    gen = torch.Generator().manual_seed(train_cfg.seed * 1009 + accelerator.process_index)
     state = _State()
     accelerator.register_for_checkpointing(state, _Generator(gen))
     if resume:
         accelerator.load_state(str(ckpt))
-
     log_path = run_dir / "train_log.jsonl"
     if main:
         kept = []
@@ -380,38 +286,14 @@ def train(
             ]
         atomic_write_text(log_path, "".join(ln + "\n" for ln in kept))
     bar = progress(
-        total=steps, initial=state.step, desc=f"{method} {data.category}", disable=not main
+        total=steps, initial=state.step, desc=f"{method.name} {data.category}", disable=not main
     )
     start, before = time.perf_counter(), state.seconds  # before: earlier segments of the run
     last: dict[str, float] = {}
     while state.step < steps:
-        for _ in range(train_cfg.grad_accum):
-            with accelerator.accumulate(model):
-                idx = torch.randint(len(feed), (train_cfg.batch_size,), generator=gen)
-                inputs = feed(idx, gen, accelerator.device)
-                with accelerator.autocast():
-                    loss, parts = model(*inputs, gen)
-                finite = accelerator.gather(torch.isfinite(loss.detach()).reshape(1))
-                if not bool(finite.all()):
-                    got = {k: float(v.detach()) for k, v in parts.items()}
-                    raise TrainingDiverged(
-                        f"loss is not finite at step {state.step + 1} ({got}); training stopped. "
-                        f"The last good checkpoint is {ckpt} (resume with --resume); "
-                        "try a lower --lr or --mixed-precision no."
-                    )
-                accelerator.backward(loss)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
+        last = _step(model, feed, optimizer, scheduler, train_cfg, accelerator, gen, state, ckpt)
         state.step += 1
         bar.update(1)
-        vals = accelerator.gather(
-            torch.stack([loss, *parts.values()]).detach().float().reshape(1, -1)
-        ).mean(0)
-        last = {
-            "loss": float(vals[0]),
-            **{k: float(v) for k, v in zip(parts, vals[1:], strict=True)},
-        }
         if main and (state.step % train_cfg.log_every == 0 or state.step == steps):
             with log_path.open("a") as f:
                 f.write(json.dumps({"step": state.step, **last}) + "\n")
@@ -424,44 +306,30 @@ def train(
             break
     bar.close()
     seconds = time.perf_counter() - start
-    if main and state.step >= steps:
-        from safetensors.torch import save_file
-
-        tmp = run_dir / ".model.safetensors.tmp"
-        save_file(
-            {k: v.contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()},
-            tmp,
-        )
-        tmp.replace(run_dir / "model.safetensors")
-    accelerator.wait_for_everyone()
-    summary = {
-        "steps": state.step,
-        "seconds": seconds,
-        "last": last,
-        "processes": accelerator.num_processes,
-    }
+    summary = {"steps": state.step, "seconds": seconds, "last": last}
+    summary["processes"] = accelerator.num_processes
     if torch.cuda.is_available():
         summary["device"] = torch.cuda.get_device_name()
         summary["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    if main and state.step >= steps:  # what the run cost, summed over resumed segments
-        total = before + seconds
-        info = {**summary, "seconds": total, "steps_per_second": steps / total}
-        atomic_write_text(run_dir / "train_info.json", json.dumps(info, indent=2) + "\n")
+    if main and state.step >= steps:
+        _finish(run_dir, accelerator.unwrap_model(model), summary, before + seconds, steps)
+    accelerator.wait_for_everyone()
     return summary
 
 
 def ensure_trained(
-    run_dir: Path | str, model_cfg: ModelConfig, train_cfg: TrainConfig, data: DataSpec
+    run_dir: Path | str, model_cfg: Any, train_cfg: TrainConfig, data: DataSpec
 ) -> Path:
-    """A finished run with exactly these settings: reused if ``run_dir`` holds one, resumed if
-    it was interrupted, trained otherwise (notebooks and ``make reproduce`` call this)."""
+    """A finished run with these settings: reused if ``run_dir`` holds one, resumed if it was
+    interrupted, trained otherwise (notebooks and ``reproduce`` call this). A run.json that
+    lacks fields added later, whose defaults are these settings, counts as the same."""
     run_dir = Path(run_dir)
-    record = _record(model_cfg, train_cfg, data)
-    run_json = run_dir / "run.json"
-    if run_json.is_file():
-        if json.loads(run_json.read_text()) != record:
+    if (run_dir / "run.json").is_file():
+        differ = settings_differ(run_dir, _record(model_cfg, train_cfg, data))
+        if differ:
             raise FileExistsError(
-                f"{run_dir} holds a run with other settings; choose another folder"
+                f"{run_dir} holds a run with other settings ({', '.join(differ)}); "
+                "choose another folder"
             )
         if (run_dir / "model.safetensors").is_file():
             return run_dir

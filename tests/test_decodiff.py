@@ -228,8 +228,8 @@ def test_paper_profile_is_the_papers_setting():
     assert cfg.T == 10 and cfg.latent_size == 32
     assert cfg.vae.pretrained == "stabilityai/sd-vae-ft-ema" and cfg.vae.factor == 8
     assert (cfg.mask_ratio_max, cfg.shuffle_ratio_max, cfg.patch_sizes) == (0.7, 0.3, (1, 2, 4, 8))
-    with pytest.raises(ValueError, match="num_classes"):
-        replace(cfg, classes=("a", "b"))
+    # the UNet's class count and latent size are derived from classes and the VAE's factor
+    assert replace(cfg, classes=("a", "b")).unet_config.num_classes == 2
     assert cfg.with_classes(["a", "b"]).unet.num_classes == 2
 
 

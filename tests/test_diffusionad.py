@@ -196,7 +196,7 @@ def test_norm_guided_training_and_inference():
 
 def test_alg2_denoising_only_map_is_reconstruction_error():
     model = DiffusionAD(replace(TINY, variant="denoising_only"))
-    assert model.segmenter is None and not model.needs_anomalies
+    assert model.segmenter is None and not model.cfg.needs_anomalies
     x0 = torch.rand(2, 3, 32, 32) * 1.6 - 0.8
     model.denoiser = Oracle(x0, model.schedule)
     maps, x0_hats = model.anomaly_map(x0, torch.Generator().manual_seed(0), (100, 200))

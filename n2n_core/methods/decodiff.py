@@ -21,12 +21,16 @@ autoencoder trained on normal images already half-repairs a defect in its recons
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from n2n_core.config import DataSpec, TrainConfig, categories_of
+from n2n_core.data.training import training_images
 from n2n_core.deviation import (
     MAP_KINDS,
     STRATEGIES,
@@ -38,11 +42,22 @@ from n2n_core.deviation import (
     patch_mask,
     shuffle_noise,
 )
+from n2n_core.methods.base import Feed, Method, Prediction
 from n2n_core.models import DenoiserConfig, make_denoiser
-from n2n_core.models.vae import SD_VAE, LatentVAE, VAEConfig
+from n2n_core.models.vae import SD_VAE, LatentVAE, VAEConfig, ensure_vae
 from n2n_core.schedules import make_schedule
 
-__all__ = ["PROFILES", "DeCoDiff", "DeCoDiffConfig", "detect", "image_score"]
+__all__ = [
+    "METHOD",
+    "PROFILES",
+    "TRAIN_PROFILES",
+    "DeCoDiff",
+    "DeCoDiffConfig",
+    "detect",
+    "image_score",
+    "latent_training_set",
+    "load_vae",
+]
 
 
 @dataclass(frozen=True)
@@ -84,30 +99,29 @@ class DeCoDiffConfig:
             )
         if self.anomaly_map not in MAP_KINDS:
             raise ValueError(f"anomaly_map must be one of {MAP_KINDS}, got {self.anomaly_map!r}")
-        if self.image_size % self.vae.factor or self.image_size // self.vae.factor != (
-            self.unet.image_size
-        ):
+        if self.image_size % self.vae.factor:
             raise ValueError(
-                f"unet.image_size {self.unet.image_size} must be image_size {self.image_size} / "
-                f"the VAE's factor {self.vae.factor}"
-            )
-        if self.unet.num_classes != len(self.classes):
-            raise ValueError(
-                f"unet.num_classes {self.unet.num_classes} != {len(self.classes)} classes; "
-                "use with_classes()"
+                f"image_size {self.image_size} must be a multiple of the VAE's factor "
+                f"{self.vae.factor}"
             )
         correction_timesteps(self.T, self.reverse_steps, self.start_t)  # validates both
 
     @property
     def latent_size(self) -> int:
-        return self.unet.image_size
+        return self.image_size // self.vae.factor
+
+    @property
+    def unet_config(self) -> DenoiserConfig:
+        """The DoD UNet's config with its derived fields: latent size, number of classes."""
+        return replace(self.unet, image_size=self.latent_size, num_classes=len(self.classes))
 
     def with_classes(self, classes: tuple[str, ...] | list[str]) -> DeCoDiffConfig:
         """The same config conditioned on these categories (empty: unconditional)."""
-        from dataclasses import replace
+        return replace(self, classes=tuple(classes)).derived()
 
-        classes = tuple(classes)
-        return replace(self, classes=classes, unet=replace(self.unet, num_classes=len(classes)))
+    def derived(self) -> DeCoDiffConfig:
+        """The config with its stored derived fields (``unet``) brought in line."""
+        return replace(self, unet=self.unet_config)
 
 
 PROFILES = {
@@ -132,6 +146,20 @@ PROFILES = {
 }
 
 
+TRAIN_PROFILES = {
+    # §5.1: AdamW, warm-up then cosine 1e-4 → 1e-5, batch 128, 800 epochs (MVTec AD;
+    # 200 for VisA: dataset_train below); weight decay and the warm-up from the official code
+    "smoke": TrainConfig(
+        steps=1500, batch_size=32, lr=1e-3, min_lr=1e-4, optimizer="adamw",
+        weight_decay=1e-4, warmup_steps=100, checkpoint_every=500, log_every=25,
+    ),
+    "paper": TrainConfig(
+        steps=0, epochs=800, batch_size=128, lr=1e-4, min_lr=1e-5, optimizer="adamw",
+        weight_decay=1e-4, warmup_steps=300, checkpoint_every=2000, log_every=50,
+    ),
+}  # fmt: skip
+
+
 class DeCoDiff(nn.Module):
     """The DoD predictor δ_θ(z_t, t[, class]) and its training loss (Eq. 12)."""
 
@@ -139,7 +167,7 @@ class DeCoDiff(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.schedule = make_schedule("cosine", cfg.T)
-        self.unet = make_denoiser(cfg.unet)
+        self.unet = make_denoiser(cfg.unet_config)
 
     def dod(self, z: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
         labels = labels if self.cfg.classes else None
@@ -197,3 +225,132 @@ def detect(
 def image_score(maps: Tensor) -> Tensor:
     """Image score: the maximum of each (B, 1, H, W) map (official code; see module doc)."""
     return maps.flatten(1).amax(1)
+
+
+def latent_training_set(
+    cfg: DeCoDiffConfig, data: DataSpec, run_dir: Path | str
+) -> tuple[Tensor, Tensor]:
+    """DeCo-Diff's training images (uint8, every category of the run) and class indices; the
+    small autoencoder of a run is trained on exactly these (``ensure_vae``)."""
+    cats = categories_of(data)
+    missing = [c for c in cats if cfg.classes and c not in cfg.classes]
+    if missing:
+        raise ValueError(f"categories {missing} are not in the model's classes {cfg.classes}")
+    parts = [
+        training_images(data.source, data.root, c, cfg.image_size, Path(run_dir))[0] for c in cats
+    ]
+    labels = [
+        torch.full((len(p),), cfg.classes.index(c) if cfg.classes else 0)
+        for c, p in zip(cats, parts, strict=True)
+    ]
+    return torch.cat(parts), torch.cat(labels)
+
+
+class DeCoDiffFeed(Feed):
+    """Latents of normal images of every category, sampled from q(z | x) as the official
+    code does, with their class indices."""
+
+    def __init__(
+        self, cfg: DeCoDiffConfig, train_cfg: TrainConfig, data: DataSpec, run_dir: Path,
+        accelerator: Any,
+    ) -> None:  # fmt: skip
+        images, self.labels = latent_training_set(cfg, data, run_dir)
+        if accelerator.is_main_process:  # trains the small autoencoder once, if needed
+            ensure_vae(cfg.vae, run_dir / "vae", images, train_cfg.seed)
+        accelerator.wait_for_everyone()
+        vae = ensure_vae(cfg.vae, run_dir / "vae").to(accelerator.device)
+        means, stds = [], []
+        for i in range(0, len(images), 32):
+            x = (images[i : i + 32].float() / 127.5 - 1).to(accelerator.device)
+            m, sd = vae.encode_dist(x)
+            means.append(m.float().cpu())
+            stds.append(sd.float().cpu())
+        self.mean, self.std = torch.cat(means), torch.cat(stds)
+
+    def __len__(self) -> int:
+        return len(self.mean)
+
+    def __call__(self, idx: Tensor, gen: torch.Generator, device: object) -> tuple:
+        z = self.mean[idx] + self.std[idx] * torch.randn(self.mean[idx].shape, generator=gen)
+        return z.to(device), self.labels[idx].to(device)
+
+
+def load_vae(run_dir: Path | str, device: str | torch.device = "cpu") -> LatentVAE:
+    """The frozen autoencoder of a DeCo-Diff run (pretrained, or trained into RUN_DIR/vae)."""
+    import json
+
+    from n2n_core.config import from_dict
+
+    stored = json.loads((Path(run_dir) / "run.json").read_text())["model"]
+    cfg = from_dict(DeCoDiffConfig, stored)
+    return ensure_vae(cfg.vae, Path(run_dir) / "vae").to(device)
+
+
+class Detector(nn.Module):
+    """A trained DoD model with the autoencoder it works in: what ``predict`` takes."""
+
+    def __init__(self, model: DeCoDiff, vae: LatentVAE) -> None:
+        super().__init__()
+        self.model, self.vae, self.cfg = model, vae, model.cfg
+
+
+class DeCoDiffMethod(Method):
+    name = "decodiff"
+    description = "DeCo-Diff: deviation correction in a VAE latent space, one multi-class model"
+    config = DeCoDiffConfig
+    profiles = PROFILES
+    train_profiles = TRAIN_PROFILES
+    dataset_train: ClassVar = {("paper", "visa"): {"epochs": 200}}  # §5.1
+    per_category = False
+    eval_batch_size = 32
+    reproduce_notebook = "11"
+
+    def finalize(
+        self, cfg: DeCoDiffConfig, categories: list[str], explicit: frozenset[str]
+    ) -> DeCoDiffConfig:
+        """Conditioned on the categories of a multi-category run (unless ``classes`` was set),
+        with the UNet's latent size and class count derived."""
+        if "classes" not in explicit:
+            cfg = replace(cfg, classes=tuple(categories) if len(categories) > 1 else ())
+        return cfg.derived()
+
+    def build(self, cfg: DeCoDiffConfig) -> DeCoDiff:
+        return DeCoDiff(cfg)
+
+    def feed(
+        self, cfg: DeCoDiffConfig, tcfg: TrainConfig, data: DataSpec, run_dir: Path,
+        accelerator: Any,
+    ) -> DeCoDiffFeed:  # fmt: skip
+        return DeCoDiffFeed(cfg, tcfg, data, run_dir, accelerator)
+
+    def load(
+        self, run_dir: Path, cfg: DeCoDiffConfig, weights: dict[str, Tensor], device: Any
+    ) -> Detector:
+        model = super().load(run_dir, cfg, weights, device)
+        vae = ensure_vae(cfg.vae, Path(run_dir) / "vae").to(device)
+        return Detector(model, vae)
+
+    def predict(
+        self, model: Detector, images: Tensor, class_index: int, g: torch.Generator
+    ) -> Prediction:
+        """Deviation correction and Eq. 15; the map is ``cfg.anomaly_map``, and every map
+        kind of Table 4 is in the extras with its image scores (``score_<kind>``)."""
+        cfg = model.cfg
+        labels = torch.full((len(images),), class_index, device=images.device)
+        res = detect(model.model, model.vae, images, labels)
+        extras = {"repair": res["corrected"].float()}
+        for k in MAP_KINDS:
+            extras[k] = res[k].float()
+            extras[f"score_{k}"] = image_score(extras[k])
+        return Prediction(extras[cfg.anomaly_map], extras[f"score_{cfg.anomaly_map}"], extras)
+
+    def eval_info(self, cfg: DeCoDiffConfig) -> dict[str, Any]:
+        return {
+            "anomaly_map": cfg.anomaly_map,
+            "strategy": cfg.strategy,
+            "reverse_steps": cfg.reverse_steps,
+            "image_score": "max of the map",
+        }
+
+
+METHOD = DeCoDiffMethod()

@@ -1,0 +1,124 @@
+"""How much the smoke profiles' trained results move with the seed and the CPU kernel path.
+
+Trains exactly what notebooks 05, 08 and 09 train (the smoke profiles, embedded data), with
+the training seed replaced, evaluates it, and appends one JSON line per seed with every
+quantity a notebook asserts on: loss ratios, autoencoder PSNR and latent statistics, mean
+metrics, and DeCo-Diff's Table 4 maps. The notebooks' assert margins come from these lines
+(README, "How much the smoke numbers move").
+
+    python benchmarks/seed_spread.py --seeds 0 1 2
+    ATEN_CPU_CAPABILITY=default python benchmarks/seed_spread.py --seeds 0   # another kernel path
+
+≈ 16 min per seed on 2 CPU cores. Runs land in runs/spread/<cpu capability>-seed<N>/. Results are
+bit-identical for the same CPU capability, thread count and library versions, and differ otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from n2n_core import metrics
+from n2n_core.data import AnomalyDataset, ensure_synthetic, list_categories, load_samples
+from n2n_core.deviation import MAP_KINDS
+from n2n_core.evaluate import evaluate_run, load_predictor, metrics_of, predict_dataset
+from n2n_core.methods import resolve
+from n2n_core.methods.decodiff import latent_training_set
+from n2n_core.models.vae import psnr
+from n2n_core.paths import default_root, default_runs
+from n2n_core.train import DataSpec, ensure_trained
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def diffusionad(seed: int, root: Path, runs: Path, cats: list[str]) -> dict:
+    cfg, tcfg = resolve("diffusionad", "smoke", "synthetic", cats, {"train.seed": seed})
+    per_cat, losses = {}, {}
+    for cat in cats:
+        run = ensure_trained(
+            runs / "diffusionad" / cat, cfg, tcfg, DataSpec("synthetic", str(root), cat)
+        )
+        log = _log(run)
+        losses[cat] = {
+            "noise_ratio": log[-1]["noise"] / log[0]["noise"],
+            "mask_ratio": log[-1]["mask"] / log[0]["mask"],
+        }
+        per_cat[cat] = evaluate_run(run, seed=0)
+    return {"losses": losses, "metrics": metrics.mean_table(per_cat)}
+
+
+def decodiff(seed: int, root: Path, runs: Path, cats: list[str]) -> dict:
+    cfg, tcfg = resolve("decodiff", "smoke", "synthetic", cats, {"train.seed": seed})
+    spec = DataSpec("synthetic", str(root), "all")
+    run = ensure_trained(runs / "decodiff", cfg, tcfg, spec)
+    method, _, detector = load_predictor(run)
+    vae = detector.vae
+    images, _ = latent_training_set(cfg, spec, run)
+    z = torch.cat(
+        [vae.encode(images[i : i + 64].float() / 127.5 - 1) for i in range(0, len(images), 64)]
+    )
+    out: dict = {"latent_mean": float(z.mean()), "latent_std": float(z.std()), "psnr": {}}
+    for cat in cats:
+        test = load_samples("synthetic", root, cat, "test")
+        good = AnomalyDataset([s for s in test if not s.label], cfg.image_size, (-1.0, 1.0))
+        x = torch.stack([good[j]["image"] for j in range(len(good))])
+        out["psnr"][cat] = float(psnr(vae.decode(vae.encode(x)), x).mean())
+    log = _log(run)
+    out["dod_ratio"] = sum(e["dod"] for e in log[-5:]) / 5 / log[0]["dod"]
+    kinds: dict = {k: {} for k in MAP_KINDS}
+    for i, cat in enumerate(cats):
+        ds = AnomalyDataset(
+            load_samples("synthetic", root, cat, "test"), cfg.image_size, (-1.0, 1.0)
+        )
+        pred, masks, labels = predict_dataset(method, detector, ds, i)
+        for k in MAP_KINDS:
+            kinds[k][cat] = metrics_of(pred, masks, labels, k)
+    out["table4"] = {k: metrics.mean_table(v)["mean"] for k, v in kinds.items()}
+    out["metrics"] = metrics.mean_table(kinds[cfg.anomaly_map])
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", default=["diffusionad", "decodiff"])
+    p.add_argument("--out", default="benchmarks/seed_spread.jsonl")
+    p.add_argument(
+        "--runs",
+        help="reuse this folder's finished runs (diffusionad/<cat>, decodiff) for one seed, e.g. "
+        "a clone's runs/smoke after make test",
+    )
+    a = p.parse_args()
+    root = default_root() / "synthetic"
+    ensure_synthetic(root)
+    cats = list_categories("synthetic", root)
+    cap = torch.backends.cpu.get_cpu_capability()
+    for seed in a.seeds:
+        runs = Path(a.runs) if a.runs else default_runs() / "spread" / f"{cap.lower()}-seed{seed}"
+        row = {
+            "seed": seed,
+            "cpu_capability": cap,
+            "threads": torch.get_num_threads(),
+            "machine": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+        }
+        for method in a.methods:
+            start = time.perf_counter()
+            row[method] = {"diffusionad": diffusionad, "decodiff": decodiff}[method](
+                seed, root, runs, cats
+            )
+            row[method]["seconds"] = round(time.perf_counter() - start, 1)
+        print(json.dumps(row), flush=True)
+        with open(a.out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()

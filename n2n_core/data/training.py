@@ -1,0 +1,40 @@
+"""A category's training images as one uint8 tensor, the form every method's feed starts from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from n2n_core.data.dataset import AnomalyDataset
+from n2n_core.data.foreground import foreground_masks
+from n2n_core.data.readers import is_texture, load_samples
+
+__all__ = ["training_images"]
+
+
+def training_images(
+    source: str,
+    root: str | Path,
+    category: str,
+    size: int,
+    cache_dir: Path | None = None,
+    foreground: bool = False,
+    foreground_dir: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A category's training images as uint8 (N, 3, S, S) and, if ``foreground`` and the
+    category is an object, its foreground masks (N, 1, S, S) (else None), estimated once and
+    cached under ``cache_dir`` or read from ``foreground_dir``."""
+    samples = load_samples(source, root, category, "train")
+    fgs = None
+    if foreground and not is_texture(source, category):
+        fgs = foreground_masks(
+            samples,
+            cache_dir=None if cache_dir is None else cache_dir / "foreground",
+            precomputed=foreground_dir,
+        )
+    ds = AnomalyDataset(samples, size, (0.0, 1.0), foreground=fgs)
+    items = [ds[i] for i in range(len(ds))]
+    images = torch.stack([(it["image"] * 255).round().to(torch.uint8) for it in items])
+    fg = None if fgs is None else torch.stack([it["foreground"] > 0.5 for it in items])
+    return images, fg

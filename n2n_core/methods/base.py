@@ -1,0 +1,106 @@
+"""What every method provides: the interface the generic modules (train, evaluate, cli,
+reproduce, benchmarks) use, so that none of them names a method.
+
+A method is one object (an instance of a ``Method`` subclass) registered in
+``n2n_core.methods``: its config class and profiles, ``build``, its training feed, how to load
+a finished run and ``predict`` a batch. Predictions have one type for every method
+(``Prediction``, like anomalib's InferenceBatch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from n2n_core.config import DataSpec, TrainConfig
+
+__all__ = ["Feed", "Method", "Prediction"]
+
+
+@dataclass
+class Prediction:
+    """A batch's (or a dataset's) anomaly maps (N, 1, H, W) at image size, image scores (N,)
+    and method-specific extras (N, ...): ``repair`` is the image the map compares with (x̂0,
+    x̃0); other keys are alternative maps and their scores."""
+
+    maps: Tensor
+    scores: Tensor
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    @staticmethod
+    def cat(parts: list[Prediction]) -> Prediction:
+        keys = parts[0].extras.keys()
+        return Prediction(
+            torch.cat([p.maps for p in parts]),
+            torch.cat([p.scores for p in parts]),
+            {k: torch.cat([p.extras[k] for p in parts]) for k in keys},
+        )
+
+
+class Feed:
+    """Training inputs: ``len(feed)`` training items; ``feed(idx, g, device)`` the inputs of
+    the model's forward for those items (the model also gets ``g``)."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __call__(self, idx: Tensor, g: torch.Generator, device: object) -> tuple:
+        raise NotImplementedError
+
+
+class Method:
+    """Base class of a method's description; subclasses set the class attributes and override
+    ``build``, ``feed`` and ``predict`` (``load``/``finalize`` where the defaults do not fit)."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]  # one line, for reports
+    config: ClassVar[type]  # the model config dataclass
+    profiles: ClassVar[dict[str, Any]]  # profile → model config
+    train_profiles: ClassVar[dict[str, TrainConfig]]  # profile → training config
+    # (profile, dataset) → training-config fields where the paper differs per dataset
+    dataset_train: ClassVar[dict[tuple[str, str], dict[str, Any]]] = {}
+    per_category: ClassVar[bool] = True  # one model per category; False: one for all
+    eval_batch_size: ClassVar[int] = 16
+    reproduce_notebook: ClassVar[str | None] = None  # notebook prefix that reports a target
+
+    def finalize(self, cfg: Any, categories: list[str], explicit: frozenset[str]) -> Any:
+        """The config with its derived fields computed (sizes, classes). ``explicit``: the
+        model fields the user set, which must not be overwritten."""
+        return cfg
+
+    def build(self, cfg: Any) -> nn.Module:
+        raise NotImplementedError
+
+    def feed(
+        self, cfg: Any, tcfg: TrainConfig, data: DataSpec, run_dir: Path, accelerator: Any
+    ) -> Feed:
+        raise NotImplementedError
+
+    def load(self, run_dir: Path, cfg: Any, weights: dict[str, Tensor], device: Any) -> Any:
+        """The trained model of a run folder, ready for ``predict``."""
+        model = self.build(cfg)
+        model.load_state_dict(weights)
+        return model.to(device).eval()
+
+    def predict(
+        self, model: Any, images: Tensor, class_index: int, g: torch.Generator
+    ) -> Prediction:
+        """Maps and scores for images in [-1, 1] (B, 3, H, W) of the category ``class_index``
+        (the run's ``classes`` order, 0 for one-category runs); ``g`` draws any noise."""
+        raise NotImplementedError
+
+    def class_index(self, cfg: Any, category: str) -> int:
+        classes = getattr(cfg, "classes", ())
+        return classes.index(category) if classes else 0
+
+    def eval_info(self, cfg: Any) -> dict[str, Any]:
+        """How a prediction was made, for eval_info.json."""
+        return {}
+
+    def model_fields(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self.config)]

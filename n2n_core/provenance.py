@@ -1,0 +1,59 @@
+"""What made a result: library versions, the device and the CPU kernel path, the git commit.
+
+Training on the CPU is bit-reproducible only for the same CPU capability (ATen's SIMD path,
+``ATEN_CPU_CAPABILITY``), the same number of threads and the same library versions: each of
+these changes the losses from the first step (measured; README, "How much the smoke numbers
+move"). Runs therefore record them beside their results.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+__all__ = ["environment"]
+
+PACKAGES = ("torch", "diffusers", "numpy", "scikit-learn", "accelerate")
+
+
+def _git() -> dict[str, object] | None:
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        if commit.returncode:
+            return None
+        status = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def environment() -> dict[str, object]:
+    """Versions (python and ``PACKAGES``), device, CPU capability, threads and git commit."""
+    import torch
+
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "versions": versions,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "platform": sys.platform,
+        "git": _git(),
+    }

@@ -1,0 +1,237 @@
+"""The method interface: registry, one config resolver, uniform predictions, plug-in methods."""
+
+import ast
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+import torch
+from torch import nn
+
+from n2n_core import cli, methods
+from n2n_core.config import TrainConfig
+from n2n_core.data import fixtures
+from n2n_core.evaluate import evaluate_run
+from n2n_core.methods import Method, Prediction, resolve
+from n2n_core.methods.patchknn import PatchKNN, PatchKNNConfig, patch_distances
+from n2n_core.metrics import METRIC_KEYS
+from n2n_core.train import DataSpec, ensure_trained, train
+
+ROOT = Path(__file__).resolve().parent.parent
+GENERIC = ["train.py", "evaluate.py", "cli.py", "reproduce.py"]
+
+
+@pytest.fixture(scope="module")
+def mvtec(tmp_path_factory):
+    return fixtures.write_mvtec(
+        tmp_path_factory.mktemp("data") / "mvtec", n_train=4, n_test=2, size=32
+    )
+
+
+# ------------------------------------------------------------------ a plug-in method
+@dataclass(frozen=True)
+class MeanConfig:
+    image_size: int = 32
+
+
+class MeanModel(nn.Module):
+    """Learns the mean normal image; the map is the distance to it."""
+
+    def __init__(self, cfg: MeanConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.mu = nn.Parameter(torch.zeros(1, 3, cfg.image_size, cfg.image_size))
+
+    def forward(self, images, g):
+        loss = ((images - self.mu) ** 2).mean()
+        return loss, {"mse": loss}
+
+
+class _Images:
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __call__(self, idx, g, device):
+        return (self.images[idx].float() / 127.5 - 1,)
+
+
+class MeanMethod(Method):
+    name = "meanimage"
+    description = "distance to the mean training image (test dummy)"
+    config = MeanConfig
+    profiles: ClassVar = {"smoke": MeanConfig(), "paper": MeanConfig(image_size=64)}
+    train_profiles: ClassVar = dict.fromkeys(
+        ("smoke", "paper"), TrainConfig(steps=3, batch_size=2, lr=0.1, checkpoint_every=3)
+    )
+
+    def build(self, cfg):
+        return MeanModel(cfg)
+
+    def feed(self, cfg, tcfg, data, run_dir, accelerator):
+        from n2n_core.data.training import training_images
+
+        return _Images(training_images(data.source, data.root, data.category, cfg.image_size)[0])
+
+    def predict(self, model, images, class_index, g):
+        maps = (images - model.mu).abs().mean(1, keepdim=True)
+        return Prediction(maps, maps.flatten(1).amax(1))
+
+
+def test_a_registered_method_trains_and_evaluates_through_the_generic_modules(tmp_path, mvtec):
+    methods.register(MeanMethod())
+    cfg, tcfg = resolve("meanimage", "smoke", "mvtec", ["bottle"])
+    run = tmp_path / "run"
+    train(run, cfg, tcfg, DataSpec("mvtec", str(mvtec), "bottle"))
+    metrics = evaluate_run(run)
+    assert set(metrics) == set(METRIC_KEYS) and all(0 <= v <= 1 for v in metrics.values())
+    assert json.loads((run / "eval_info.json").read_text())["method"] == "meanimage"
+    # the run records what decides bit-reproducibility: versions, CPU kernel path, threads
+    env = json.loads((run / "train_info.json").read_text())["environment"]
+    assert env["versions"]["torch"] == torch.__version__
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert env["threads"] == torch.get_num_threads()
+    # and through the command line, which lists it as a method
+    out = tmp_path / "cli"
+    base = ["--data", "mvtec", "--root", str(mvtec), "--category", "bottle", "--out", str(out)]
+    assert cli.main(["train", "--method", "meanimage", *base]) == 0
+    assert cli.main(["evaluate", str(out)]) == 0
+    assert set(json.loads((out / "metrics.json").read_text())) == set(METRIC_KEYS)
+
+
+def test_unknown_method_is_an_error_listing_the_registered_ones():
+    with pytest.raises(ValueError, match=r"registered: .*decodiff.*diffusionad.*patchknn"):
+        methods.get("nope")
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+    return out
+
+
+@pytest.mark.parametrize("name", GENERIC)
+def test_generic_modules_reach_methods_only_through_the_registry(name):
+    path = ROOT / "n2n_core" / name
+    forbidden = ("n2n_core.models", "n2n_core.synthesis", "n2n_core.deviation")
+    forbidden += tuple(f"n2n_core.methods.{m}" for m in methods.BUILTIN)  # the methods' modules
+    bad = [m for m in _imports(path) if m.startswith(forbidden)]
+    assert not bad, f"{name} imports {bad}"
+    branches = [  # `x == "decodiff"`, `x in ("decodiff", ...)`, a method name as a default
+        n
+        for n in ast.walk(ast.parse(path.read_text()))
+        if isinstance(n, ast.Compare | ast.keyword)
+        and any(isinstance(c, ast.Constant) and c.value in methods.BUILTIN for c in ast.walk(n))
+    ]
+    assert not branches, f"{name} branches on a method name at line {branches[0].lineno}"
+
+
+# ------------------------------------------------------------------ one config resolver
+def test_derived_fields_follow_overrides_for_both_methods():
+    cfg, _ = resolve("diffusionad", "smoke", "synthetic", ["cap"], {"model.image_size": 128})
+    assert cfg.denoiser.image_size == 128 and methods.get("diffusionad").build(cfg)
+    cfg, _ = resolve("decodiff", "smoke", "synthetic", ["a", "b"], {"model": {"image_size": 128}})
+    assert (cfg.latent_size, cfg.unet.image_size, cfg.unet.num_classes) == (32, 32, 2)
+    # a pretrained VAE (f = 8) at the smoke size: the latent size follows the VAE's factor
+    cfg, _ = resolve("decodiff", "smoke", "mvtec", ["a"], {"model.vae.pretrained": "/some/vae"})
+    assert cfg.unet.image_size == 64 // 8 and cfg.classes == ()
+    assert methods.get("decodiff").build(cfg).unet.config.sample_size == 8
+
+
+def test_paper_epochs_per_dataset_and_steps_clear_epochs():
+    epochs = {d: resolve("decodiff", "paper", d, ["a", "b"])[1].epochs for d in ("mvtec", "visa")}
+    assert epochs == {"mvtec": 800, "visa": 200}  # DeCo-Diff §5.1, for train and reproduce alike
+    _, tcfg = resolve("decodiff", "paper", "visa", ["a"], {"train.steps": 5})
+    assert (tcfg.steps, tcfg.epochs) == (5, None)
+
+
+def test_unknown_settings_are_refused_with_the_valid_ones():
+    with pytest.raises(ValueError, match=r"no setting 'lamdbas'.*valid: .*'lambdas'"):
+        resolve("diffusionad", "smoke", None, [], {"model.lamdbas": [100]})
+    with pytest.raises(ValueError, match="no setting 'pretrainde'"):
+        resolve("decodiff", "smoke", None, [], {"model.vae.pretrainde": "x"})
+    with pytest.raises(ValueError, match="must start with"):
+        resolve("decodiff", "smoke", None, [], {"lr": 1})
+    with pytest.raises(ValueError, match="no profile 'fast'"):
+        resolve("decodiff", "fast")
+
+
+def test_cli_set_reaches_the_run(tmp_path, mvtec):
+    out = tmp_path / "r"
+    args = ["train", "--method", "patchknn", "--data", "mvtec", "--root", str(mvtec)]
+    args += ["--category", "bottle", "--out", str(out), "--set", "model.patch=3"]
+    assert cli.main([*args, "--set", "model.stride=2"]) == 2  # unknown key: a one-line error
+    assert cli.main(args) == 0
+    assert json.loads((out / "run.json").read_text())["model"]["patch"] == 3
+
+
+# ------------------------------------------------------------------ run.json over versions
+def test_run_json_without_later_fields_stays_valid_and_other_settings_are_named(tmp_path, mvtec):
+    from tiny import TINY_DIFFUSIONAD
+
+    tcfg = TrainConfig(steps=2, batch_size=2, checkpoint_every=2)
+    data = DataSpec("mvtec", str(mvtec), "bottle")
+    run = ensure_trained(tmp_path / "run", TINY_DIFFUSIONAD, tcfg, data)
+    stored = json.loads((run / "run.json").read_text())
+    del stored["model"]["norm_guided"], stored["model"]["guide_t"]  # written before they existed
+    (run / "run.json").write_text(json.dumps(stored))
+    stamp = (run / "model.safetensors").stat().st_mtime
+    assert ensure_trained(run, TINY_DIFFUSIONAD, tcfg, data) == run  # reused, not retrained
+    assert (run / "model.safetensors").stat().st_mtime == stamp
+    with pytest.raises(FileExistsError, match=r"other settings \(train.lr\)"):
+        ensure_trained(run, TINY_DIFFUSIONAD, replace(tcfg, lr=1.0), data)
+
+
+# ------------------------------------------------------------------ patchknn
+def test_patch_distances_match_a_brute_force():
+    g = torch.Generator().manual_seed(0)
+    q, bank = torch.randn(300, 12, generator=g), torch.randn(70, 12, generator=g)
+    brute = torch.cdist(q.double(), bank.double()).amin(1)
+    assert torch.allclose(patch_distances(q, bank, chunk=64).double(), brute, atol=1e-5)
+
+
+def test_patchknn_map_is_zero_on_training_images_and_peaks_on_a_new_patch():
+    g = torch.Generator().manual_seed(1)
+    cfg = PatchKNNConfig(image_size=16, patch=3, train_stride=1, test_stride=1)
+    model = PatchKNN(cfg)
+    train_images = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+    model.fit(_Images(((train_images + 1) * 127.5).round()), g)
+    assert model.bank.shape == (2 * 16 * 16, 3 * 9)
+    seen = (((train_images + 1) * 127.5).round() / 127.5 - 1)[:1]
+    assert float(model.anomaly_map(seen).abs().max()) < 5e-3  # √ of float32 cancellation
+    odd = seen.clone()
+    odd[..., 6:9, 10:13] = 5.0  # far outside anything seen
+    m = model.anomaly_map(odd)[0, 0]
+    assert divmod(int(m.argmax()), 16) in {(r, c) for r in range(5, 10) for c in range(9, 14)}
+    # the bank's size is the data's: a fresh model loads it from the state dict
+    fresh = PatchKNN(cfg)
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(fresh.anomaly_map(odd), model.anomaly_map(odd))
+
+
+def test_patchknn_end_to_end_through_the_cli(tmp_path, mvtec):
+    out = tmp_path / "pk"
+    args = ["train", "--method", "patchknn", "--data", "mvtec", "--root", str(mvtec)]
+    assert cli.main([*args, "--category", "bottle", "--out", str(out)]) == 0
+    assert cli.main(["evaluate", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == set(METRIC_KEYS)
+    assert (out / "scores.csv").read_text().startswith("category,image,label,defect,score")
+
+
+def test_reproduce_a_method_without_a_report_notebook(tmp_path, mvtec):
+    out = tmp_path / "runs"
+    args = ["reproduce", "patchknn-mvtec", "--root", str(mvtec), "--runs", str(out)]
+    assert cli.main(args) == 0
+    assert {p.name for p in out.iterdir()} >= {"bottle", "report.md", "report.csv"}
+    assert "| mean | image_auroc |" in (out / "report.md").read_text()
