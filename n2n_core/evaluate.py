@@ -43,9 +43,7 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def load_model(run_dir: Path | str, device: str | torch.device = "cpu") -> torch.nn.Module:
     """The trained network of a finished run, in eval mode."""
-    from n2n_core.train import load_run
-
-    cfg, _, _ = load_run(run_dir)
+    cfg, _, _ = methods.load_run(run_dir)
     model = methods.method_of(cfg).build(cfg)
     model.load_state_dict(_weights(Path(run_dir)))
     return model.to(device).eval()
@@ -57,9 +55,7 @@ def load_predictor(
     """(method, model config, what the method's ``predict`` takes) for a finished run;
     ``overrides`` replace inference settings of the stored config (e.g. ``{"lambdas": (100,)}``
     for DiffusionAD, ``{"reverse_steps": 10}`` for DeCo-Diff)."""
-    from n2n_core.train import load_run
-
-    cfg, _, _ = load_run(run_dir)
+    cfg, _, _ = methods.load_run(run_dir)
     for key, value in (overrides or {}).items():
         cfg = methods.set_field(cfg, key, value)
     method = methods.method_of(cfg)
@@ -149,12 +145,10 @@ def evaluate_run(
     """Evaluate a run on its test split, category by category; returns (and writes) the
     seven metrics — for a multi-category run their unweighted mean over categories, as the
     papers report. ``overrides``: inference settings, as in ``load_predictor``."""
-    from n2n_core.train import load_run
-
     run_dir = Path(run_dir)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     method, cfg, model = load_predictor(run_dir, dev, overrides)
-    data = load_run(run_dir)[2]
+    data = methods.load_run(run_dir)[2]
     per_cat, rows, counts = {}, [], {"test_images": 0, "anomalous": 0}
     seconds, fig = 0.0, None
     for cat in categories_of(data):

@@ -23,8 +23,9 @@ from typing import Any
 import torch
 
 from n2n_core import methods
-from n2n_core.config import DataSpec, TrainConfig, categories_of, from_dict, to_dict
+from n2n_core.config import DataSpec, TrainConfig, categories_of, to_dict
 from n2n_core.io import atomic_write_text
+from n2n_core.methods import load_run
 from n2n_core.progress import progress
 
 __all__ = [
@@ -74,24 +75,6 @@ class _Generator:
 
     def load_state_dict(self, d: dict) -> None:
         self.g.set_state(d["state"])
-
-
-def load_run(run_dir: Path | str) -> tuple[Any, TrainConfig, DataSpec]:
-    """The model config, training config and data of a run folder. Fields added to the
-    configs after the run was made take their defaults."""
-    path = Path(run_dir) / "run.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {run_dir} is not a training run folder")
-    d = json.loads(path.read_text())
-    try:
-        method = methods.get(str(d.get("method")))
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
-    return (
-        from_dict(method.config, d["model"]),
-        from_dict(TrainConfig, d["train"]),
-        from_dict(DataSpec, d["data"]),
-    )
 
 
 def _lr_lambda(train_cfg: TrainConfig, steps: int):

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from n2n_core.config import TrainConfig
+from n2n_core.config import DataSpec, TrainConfig, from_dict
 from n2n_core.methods.base import Feed, Method, Prediction
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "Method",
     "Prediction",
     "get",
+    "load_run",
     "method_of",
     "names",
     "register",
@@ -62,6 +65,24 @@ def method_of(cfg: object) -> Method:
         if isinstance(cfg, m.config):
             return m
     raise TypeError(f"not the config of a registered method: {type(cfg).__name__}")
+
+
+def load_run(run_dir: Path | str) -> tuple[Any, TrainConfig, DataSpec]:
+    """The model config, training config and data of a run folder. Fields added to the
+    configs after the run was made take their defaults."""
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {run_dir} is not a training run folder")
+    d = json.loads(path.read_text())
+    try:
+        method = get(str(d.get("method")))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return (
+        from_dict(method.config, d["model"]),
+        from_dict(TrainConfig, d["train"]),
+        from_dict(DataSpec, d["data"]),
+    )
 
 
 def set_field(cfg: Any, path: str, value: Any) -> Any:

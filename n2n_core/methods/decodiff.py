@@ -277,13 +277,9 @@ class DeCoDiffFeed(Feed):
 
 def load_vae(run_dir: Path | str, device: str | torch.device = "cpu") -> LatentVAE:
     """The frozen autoencoder of a DeCo-Diff run (pretrained, or trained into RUN_DIR/vae)."""
-    import json
+    from n2n_core.methods import load_run
 
-    from n2n_core.config import from_dict
-
-    stored = json.loads((Path(run_dir) / "run.json").read_text())["model"]
-    cfg = from_dict(DeCoDiffConfig, stored)
-    return ensure_vae(cfg.vae, Path(run_dir) / "vae").to(device)
+    return ensure_vae(load_run(run_dir)[0].vae, Path(run_dir) / "vae").to(device)
 
 
 class Detector(nn.Module):
