@@ -12,7 +12,7 @@ STAMP := $(VENV)/.n2n-installed
 endif
 export TQDM_DISABLE ?= 1
 
-.PHONY: install reproduce ablations tables test lint format notebooks bench clean
+.PHONY: install reproduce ablations tables test test-fast lint format notebooks bench clean
 
 install: $(STAMP)
 
@@ -39,9 +39,14 @@ ablations: install
 tables: install
 	for t in $(TABLES); do $(PY) -m n2n_core reproduce $$t --profile $(PROFILE) || exit 1; done
 
-## unit tests, ruff, nbval over the committed notebooks
+## unit tests, ruff, nbval over the committed notebooks (retrains the smoke runs of 05, 08, 09)
 test: install
 	$(PY) -m pytest
+
+## the part of make test that trains nothing: unit tests, ruff, nbval over notebooks 01-04, 07
+FAST_NOTEBOOKS = $(wildcard notebooks/0[1-4]_*.ipynb notebooks/07_*.ipynb)
+test-fast: install
+	$(PY) -m pytest tests $(FAST_NOTEBOOKS)
 
 lint: install
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
