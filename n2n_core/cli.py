@@ -67,7 +67,7 @@ def _settings(items: list[str], prefix: str = "") -> dict[str, object]:
 
 # command-line shortcuts for common settings: option → dotted setting
 _TRAIN_FLAGS = {
-    "steps": "train.steps", "epochs": "train.epochs", "seed": "train.seed", "lr": "train.lr",
+    "epochs": "train.epochs", "seed": "train.seed", "lr": "train.lr",
     "batch_size": "train.batch_size", "mixed_precision": "train.mixed_precision",
     "grad_accum": "train.grad_accum", "checkpoint_every": "train.checkpoint_every",
     "texture_dir": "train.texture_dir", "image_size": "model.image_size",
@@ -89,7 +89,7 @@ def _train(args: argparse.Namespace) -> int:
             return 2
         args.category = "all"
     overrides = {k: getattr(args, a) for a, k in _TRAIN_FLAGS.items() if getattr(args, a)}
-    if args.steps is not None:  # --steps 0 is kept (and refused by the loop), not dropped
+    if args.steps is not None:  # as given, also 0 (not dropped as falsy; see issue #18)
         overrides["train.steps"] = args.steps
     if args.gradient_checkpointing:
         overrides["train.gradient_checkpointing"] = True

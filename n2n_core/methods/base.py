@@ -9,7 +9,6 @@ a finished run and ``predict`` a batch. Predictions have one type for every meth
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -101,6 +100,3 @@ class Method:
     def eval_info(self, cfg: Any) -> dict[str, Any]:
         """How a prediction was made, for eval_info.json."""
         return {}
-
-    def model_fields(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self.config)]
