@@ -52,7 +52,7 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(items: list[str], prefix: str = "") -> dict[str, object]:
+def _settings(items: list[str]) -> dict[str, object]:
     """``--set KEY=VALUE`` items as a dict; values are Python literals where they parse."""
     from n2n_core.runner import parse_param
 
@@ -61,7 +61,7 @@ def _settings(items: list[str], prefix: str = "") -> dict[str, object]:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
-        out[prefix + key] = parse_param(f"x={raw}")[1]
+        out[key] = parse_param(f"x={raw}")[1]
     return out
 
 

@@ -96,7 +96,9 @@ def metrics_of(
     return {k: float(m[k]) for k in METRIC_KEYS}
 
 
-def _figure(dataset: AnomalyDataset, pred: Prediction, labels: torch.Tensor, n: int = 6) -> bytes:
+def _figure(
+    dataset: AnomalyDataset, pred: Prediction, masks: torch.Tensor, labels: torch.Tensor, n: int = 6
+) -> bytes:
     from n2n_core import viz
 
     ys = labels.tolist()
@@ -106,7 +108,7 @@ def _figure(dataset: AnomalyDataset, pred: Prediction, labels: torch.Tensor, n: 
         [dataset[i]["image"] for i in picks],
         None if repair is None else [repair[i] for i in picks],
         [pred.maps[i] for i in picks],
-        [dataset[i]["mask"] for i in picks],
+        [masks[i] for i in picks],
         [f"{dataset.samples[i].defect}  score {float(pred.scores[i]):.2f}" for i in picks],
     )
     buf = io.BytesIO()
@@ -164,7 +166,7 @@ def evaluate_run(
         counts["test_images"] += len(ds)
         counts["anomalous"] += int(labels.sum())
         if fig is None and write:
-            fig = _figure(ds, pred, labels)
+            fig = _figure(ds, pred, masks, labels)
     metrics = mean_table(per_cat)["mean"] if len(per_cat) > 1 else next(iter(per_cat.values()))
     if write:
         info = {"method": method.name, "categories": list(per_cat), "resolution": cfg.image_size}
