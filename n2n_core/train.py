@@ -125,13 +125,25 @@ def settings_differ(run_dir: Path, record: dict) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>"))
 
 
+def _resumable(run_dir: Path) -> bool:
+    """Whether an unfinished run kept any work: a checkpoint of a stage or of the model, or a
+    finished stage (a sub-folder with its train_info.json)."""
+    ckpts = run_dir / "checkpoints"
+    if ckpts.is_dir() and any(
+        p.is_dir() and p.suffix not in (".tmp", ".old") for p in ckpts.iterdir()
+    ):
+        return True
+    return run_dir.is_dir() and any((p / "train_info.json").is_file() for p in run_dir.iterdir())
+
+
 def _start(run_dir: Path, record: dict, resume: bool, accelerator: Any) -> None:
     """Check the folder (a new run, or a resumable one with the same settings), then write
     run.json."""
-    ckpt = run_dir / "checkpoints" / "last"
     if resume:
-        if not ckpt.is_dir():
-            raise FileNotFoundError(f"nothing to resume: {ckpt} does not exist")
+        if not _resumable(run_dir):
+            raise FileNotFoundError(
+                f"nothing to resume in {run_dir}: no checkpoint and no finished stage"
+            )
         differ = settings_differ(run_dir, record)
         if differ:
             raise ValueError(
@@ -199,18 +211,119 @@ def _step(model, feed, optimizer, scheduler, train_cfg, accelerator, gen, state,
     return {"loss": float(vals[0]), **{k: float(v) for k, v in zip(parts, vals[1:], strict=True)}}
 
 
-def _finish(run_dir: Path, model: torch.nn.Module, summary: dict, total: float, steps: int) -> None:
-    """model.safetensors and train_info.json (what the run cost, over resumed segments)."""
+def _save_model(model: torch.nn.Module, path: Path) -> None:
     from safetensors.torch import save_file
 
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
+    tmp.replace(path)
+
+
+def _info(summary: dict, total: float, steps: int) -> str:
+    """train_info.json: what the run (or stage) cost, over resumed segments."""
     from n2n_core.provenance import environment
 
-    tmp = run_dir / ".model.safetensors.tmp"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
-    tmp.replace(run_dir / "model.safetensors")
     info = {**summary, "seconds": total, "steps_per_second": steps / total}
     info["environment"] = environment()
-    atomic_write_text(run_dir / "train_info.json", json.dumps(info, indent=2) + "\n")
+    return json.dumps(info, indent=2) + "\n"
+
+
+def _loop(
+    model: torch.nn.Module, feed: Any, tcfg: TrainConfig, gen: torch.Generator, folder: Path,
+    ckpt: Path, accelerator: Any, resume: bool, stop_after: int | None, desc: str,
+) -> tuple[torch.nn.Module, dict, float]:  # fmt: skip
+    """Train ``model`` on ``feed``: logs to ``folder``/train_log.jsonl, checkpoints to ``ckpt``
+    (resumed from there if ``resume`` and it exists). Returns the unwrapped model, the summary
+    and the seconds of this and earlier segments."""
+    steps = tcfg.steps
+    if tcfg.epochs:
+        steps = math.ceil(tcfg.epochs * len(feed) / tcfg.batch_size)
+    main = accelerator.is_main_process
+    if tcfg.gradient_checkpointing:
+        for net in model.children():
+            if hasattr(net, "enable_gradient_checkpointing"):
+                net.enable_gradient_checkpointing()
+    optimizer, scheduler = _optimizer(model, tcfg, steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    state = _State()
+    accelerator.register_for_checkpointing(state, _Generator(gen))
+    if resume and ckpt.is_dir():
+        accelerator.load_state(str(ckpt))
+    log_path = folder / "train_log.jsonl"
+    if main:
+        kept = []
+        if resume and log_path.exists():
+            kept = [
+                ln
+                for ln in log_path.read_text().splitlines()
+                if json.loads(ln)["step"] <= state.step
+            ]
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(log_path, "".join(ln + "\n" for ln in kept))
+    bar = progress(total=steps, initial=state.step, desc=desc, disable=not main)
+    start, before = time.perf_counter(), state.seconds  # before: earlier segments of the run
+    last: dict[str, float] = {}
+    while state.step < steps:
+        last = _step(model, feed, optimizer, scheduler, tcfg, accelerator, gen, state, ckpt)
+        state.step += 1
+        bar.update(1)
+        if main and (state.step % tcfg.log_every == 0 or state.step == steps):
+            with log_path.open("a") as f:
+                f.write(json.dumps({"step": state.step, **last}) + "\n")
+            bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()})
+        stopping = stop_after is not None and state.step >= stop_after
+        if state.step % tcfg.checkpoint_every == 0 or state.step == steps or stopping:
+            state.seconds = before + time.perf_counter() - start
+            _save_checkpoint(accelerator, ckpt)
+        if stopping:
+            break
+    bar.close()
+    seconds = time.perf_counter() - start
+    summary = {
+        "steps": state.step,
+        "seconds": seconds,
+        "last": last,
+        "finished": state.step >= steps,
+    }
+    summary["processes"] = accelerator.num_processes
+    if torch.cuda.is_available():
+        summary["device"] = torch.cuda.get_device_name()
+        summary["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    accelerator.wait_for_everyone()
+    return accelerator.unwrap_model(model), summary, before + seconds
+
+
+def _accelerator(tcfg: TrainConfig) -> Any:
+    from accelerate import Accelerator
+
+    return Accelerator(
+        mixed_precision=tcfg.mixed_precision, gradient_accumulation_steps=tcfg.grad_accum
+    )
+
+
+def _train_stage(run_dir: Path, stage: methods.Stage, resume: bool, stop_after: int | None) -> bool:
+    """One stage before the model (its own accelerator, checkpoints and log); when it ends
+    its folder RUN/<name> appears whole. Returns whether it finished."""
+    from accelerate.utils import set_seed
+
+    accelerator = _accelerator(stage.train)
+    partial, ckpt = run_dir / f"{stage.name}.partial", run_dir / "checkpoints" / stage.name
+    set_seed(stage.train.seed)
+    model = stage.build()
+    gen = torch.Generator().manual_seed(stage.stream_seed + accelerator.process_index)
+    model, summary, total = _loop(
+        model, stage.feed, stage.train, gen, partial, ckpt, accelerator, resume, stop_after,
+        stage.name,
+    )  # fmt: skip
+    if not summary.pop("finished"):
+        return False
+    if accelerator.is_main_process:
+        stage.save(model, partial)
+        atomic_write_text(partial / "train_info.json", _info(summary, total, summary["steps"]))
+        partial.rename(run_dir / stage.name)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return True
 
 
 def train(
@@ -220,23 +333,31 @@ def train(
     data: DataSpec,
     resume: bool = False,
     stop_after: int | None = None,
+    until: str | None = None,
 ) -> dict[str, object]:
     """Train the method whose config ``model_cfg`` is (DiffusionAD: Alg. 1; DeCo-Diff: Eq. 7,
-    12; ...) into ``run_dir``. ``stop_after`` ends the run after that many steps with a
-    checkpoint, as an interruption would (used to test resuming)."""
-    from accelerate import Accelerator
+    12; ...) into ``run_dir``: first the method's stages (e.g. DeCo-Diff's autoencoder), then
+    its model. ``stop_after`` ends the running stage after that many steps with a checkpoint,
+    as an interruption would (used to test resuming); ``until`` names a stage after which to
+    stop (e.g. ``"vae"``: only DeCo-Diff's autoencoder; nothing when the method has no such
+    stage, as DeCo-Diff with a pretrained VAE)."""
     from accelerate.utils import set_seed
 
     run_dir, method = Path(run_dir), methods.method_of(model_cfg)
-    accelerator = Accelerator(
-        mixed_precision=train_cfg.mixed_precision, gradient_accumulation_steps=train_cfg.grad_accum
-    )
-    main, ckpt = accelerator.is_main_process, run_dir / "checkpoints" / "last"
+    accelerator = _accelerator(train_cfg)
+    main = accelerator.is_main_process
     _start(run_dir, _record(model_cfg, train_cfg, data), resume, accelerator)
+    stages = method.stages(model_cfg, train_cfg, data, run_dir)
+    if until is not None and until not in [s.name for s in stages]:
+        return {"stage": until, "finished": True}  # e.g. no "vae" stage: a pretrained VAE
+    for stage in stages:
+        if not (run_dir / stage.name).is_dir():
+            if not _train_stage(run_dir, stage, resume, stop_after):
+                return {"stage": stage.name, "finished": False}
+        if stage.name == until:
+            return {"stage": stage.name, "finished": True}
+    accelerator = _accelerator(train_cfg)  # the stages' accelerators hold their own models
     feed = method.feed(model_cfg, train_cfg, data, run_dir, accelerator)
-    steps = train_cfg.steps
-    if train_cfg.epochs:
-        steps = math.ceil(train_cfg.epochs * len(feed) / train_cfg.batch_size)
     set_seed(train_cfg.seed)  # the same initial weights on every process and every run
     model = method.build(model_cfg)
     gen = torch.Generator().manual_seed(train_cfg.seed * 1009 + accelerator.process_index)
@@ -246,66 +367,32 @@ def train(
         seconds = time.perf_counter() - start
         summary = {"steps": 1, "seconds": seconds, "last": {}, "processes": 1}
         if main:
-            _finish(run_dir, model, summary, seconds, 1)
+            _save_model(model, run_dir / "model.safetensors")
+            atomic_write_text(run_dir / "train_info.json", _info(summary, seconds, 1))
         return summary
-    if train_cfg.gradient_checkpointing:
-        for net in model.children():
-            if hasattr(net, "enable_gradient_checkpointing"):
-                net.enable_gradient_checkpointing()
-    optimizer, scheduler = _optimizer(model, train_cfg, steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    state = _State()
-    accelerator.register_for_checkpointing(state, _Generator(gen))
-    if resume:
-        accelerator.load_state(str(ckpt))
-    log_path = run_dir / "train_log.jsonl"
-    if main:
-        kept = []
-        if resume and log_path.exists():
-            kept = [
-                ln
-                for ln in log_path.read_text().splitlines()
-                if json.loads(ln)["step"] <= state.step
-            ]
-        atomic_write_text(log_path, "".join(ln + "\n" for ln in kept))
-    bar = progress(
-        total=steps, initial=state.step, desc=f"{method.name} {data.category}", disable=not main
+    ckpt = run_dir / "checkpoints" / "last"
+    desc = f"{method.name} {data.category}"
+    model, summary, total = _loop(
+        model, feed, train_cfg, gen, run_dir, ckpt, accelerator, resume, stop_after, desc
     )
-    start, before = time.perf_counter(), state.seconds  # before: earlier segments of the run
-    last: dict[str, float] = {}
-    while state.step < steps:
-        last = _step(model, feed, optimizer, scheduler, train_cfg, accelerator, gen, state, ckpt)
-        state.step += 1
-        bar.update(1)
-        if main and (state.step % train_cfg.log_every == 0 or state.step == steps):
-            with log_path.open("a") as f:
-                f.write(json.dumps({"step": state.step, **last}) + "\n")
-            bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()})
-        stopping = stop_after is not None and state.step >= stop_after
-        if state.step % train_cfg.checkpoint_every == 0 or state.step == steps or stopping:
-            state.seconds = before + time.perf_counter() - start
-            _save_checkpoint(accelerator, ckpt)
-        if stopping:
-            break
-    bar.close()
-    seconds = time.perf_counter() - start
-    summary = {"steps": state.step, "seconds": seconds, "last": last}
-    summary["processes"] = accelerator.num_processes
-    if torch.cuda.is_available():
-        summary["device"] = torch.cuda.get_device_name()
-        summary["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    if main and state.step >= steps:
-        _finish(run_dir, accelerator.unwrap_model(model), summary, before + seconds, steps)
+    if summary.pop("finished") and main:
+        _save_model(model, run_dir / "model.safetensors")
+        atomic_write_text(run_dir / "train_info.json", _info(summary, total, summary["steps"]))
     accelerator.wait_for_everyone()
     return summary
 
 
 def ensure_trained(
-    run_dir: Path | str, model_cfg: Any, train_cfg: TrainConfig, data: DataSpec
+    run_dir: Path | str,
+    model_cfg: Any,
+    train_cfg: TrainConfig,
+    data: DataSpec,
+    until: str | None = None,
 ) -> Path:
     """A finished run with these settings: reused if ``run_dir`` holds one, resumed if it was
-    interrupted, trained otherwise (notebooks and ``reproduce`` call this). A run.json that
-    lacks fields added later, whose defaults are these settings, counts as the same."""
+    interrupted, trained otherwise (notebooks and ``reproduce`` call this); ``until``: only up
+    to the end of that stage (see ``train``). A run.json that lacks fields added later, whose
+    defaults are these settings, counts as the same."""
     run_dir = Path(run_dir)
     if (run_dir / "run.json").is_file():
         differ = settings_differ(run_dir, _record(model_cfg, train_cfg, data))
@@ -314,11 +401,11 @@ def ensure_trained(
                 f"{run_dir} holds a run with other settings ({', '.join(differ)}); "
                 "choose another folder"
             )
-        if (run_dir / "model.safetensors").is_file():
+        if (run_dir / "model.safetensors").is_file() or (until and (run_dir / until).is_dir()):
             return run_dir
-        if (run_dir / "checkpoints" / "last").is_dir():
-            train(run_dir, model_cfg, train_cfg, data, resume=True)
+        if _resumable(run_dir):
+            train(run_dir, model_cfg, train_cfg, data, resume=True, until=until)
             return run_dir
         shutil.rmtree(run_dir)  # started but never checkpointed: start over
-    train(run_dir, model_cfg, train_cfg, data)
+    train(run_dir, model_cfg, train_cfg, data, until=until)
     return run_dir

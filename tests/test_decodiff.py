@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
+from tiny import TINY_DECODIFF  # tests/tiny.py
 
 from n2n_core import cli
 from n2n_core.data import fixtures
@@ -28,7 +29,14 @@ from n2n_core.deviation import (
 from n2n_core.methods.decodiff import PROFILES, DeCoDiff, detect, image_score
 from n2n_core.metrics import METRIC_KEYS
 from n2n_core.models import count_parameters
-from n2n_core.models.vae import VAEConfig, ensure_vae, load_pretrained_vae, make_autoencoder, psnr
+from n2n_core.models.vae import (
+    AutoencoderTrainer,
+    VAEConfig,
+    load_pretrained_vae,
+    make_autoencoder,
+    psnr,
+    with_scale,
+)
 from n2n_core.schedules import make_schedule, q_sample
 from n2n_core.train import DataSpec, TrainConfig, train
 
@@ -183,15 +191,23 @@ def test_pretrained_vae_loads_from_a_local_folder(tmp_path):
     assert count_parameters(vae) == 0 and count_parameters(vae, trainable_only=False) == n_all
 
 
-def test_small_vae_is_trained_once_cached_and_scaled_to_unit_std(tmp_path):
-    cfg = VAEConfig(channels=(8, 8), norm_num_groups=4, steps=4, batch_size=4)
-    images = (torch.rand(6, 3, 16, 16, generator=_g(13)) * 255).to(torch.uint8)
-    vae = ensure_vae(cfg, tmp_path / "vae", images)
-    assert (tmp_path / "vae" / "losses.json").is_file()
-    x = images.float() / 127.5 - 1
-    torch.testing.assert_close(float(vae.encode(x).std()), 1.0, atol=1e-4, rtol=0)
-    again = ensure_vae(cfg, tmp_path / "vae")  # loaded, not retrained
-    torch.testing.assert_close(again.encode(x), vae.encode(x))
+def test_small_vae_loss_by_hand_and_scale_to_unit_std():
+    cfg = VAEConfig(channels=(8, 8), norm_num_groups=4, kl_weight=0.5)
+    torch.manual_seed(0)
+    trainer = AutoencoderTrainer(cfg)
+    x = torch.rand(3, 3, 16, 16, generator=_g(13)) * 2 - 1
+    loss, parts = trainer(x, _g(1))
+    dist = trainer.ae.encode(x).latent_dist  # the same draw, by hand
+    z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=_g(1))
+    l1 = (trainer.ae.decode(z).sample - x).abs().mean()
+    # KL(N(m, s²) || N(0, 1)) = ½ Σ (m² + s² − 1 − log s²), summed over a latent, mean over images
+    kl = 0.5 * (dist.mean**2 + dist.var - 1 - dist.logvar).sum((1, 2, 3)).mean()
+    torch.testing.assert_close(parts["l1"], l1)
+    torch.testing.assert_close(parts["kl"], kl)
+    torch.testing.assert_close(loss, l1 + 0.5 * kl)
+    images = ((x + 1) * 127.5).to(torch.uint8)
+    vae = with_scale(trainer.ae, images)
+    torch.testing.assert_close(float(vae.encode(images.float() / 127.5 - 1).std()), 1.0)
 
 
 def test_psnr_by_hand():
@@ -200,20 +216,7 @@ def test_psnr_by_hand():
 
 
 # ------------------------------------------------------------------ model and training
-TINY = replace(
-    PROFILES["smoke"],
-    image_size=32,
-    vae=VAEConfig(channels=(8, 8, 8), norm_num_groups=4, steps=3, batch_size=4),
-    unet=replace(
-        PROFILES["smoke"].unet,
-        image_size=8,
-        channels=(8, 16),
-        attention_resolutions=(4,),
-        attention_head_dim=8,
-        norm_num_groups=4,
-    ),
-    patch_sizes=(1, 2, 4),
-)
+TINY = TINY_DECODIFF
 
 
 @pytest.fixture(scope="module")
@@ -264,6 +267,37 @@ def test_multi_class_run_resumes_with_the_same_losses(tmp_path, mvtec):
     train(tmp_path / "resumed", cfg, _tcfg(), data, resume=True)  # also the lr schedule
     assert _log(tmp_path / "resumed") == _log(tmp_path / "straight")
     assert (tmp_path / "straight" / "vae" / "config.json").is_file()
+
+
+def test_autoencoder_is_a_stage_of_the_run_and_resumes_exactly(tmp_path, mvtec):
+    """The small VAE is trained by the same loop before the DoD model: an interruption inside
+    it resumes to the same losses and weights; ``until="vae"`` trains only it; the run's
+    model then trains on the saved VAE without retraining it."""
+    from safetensors.torch import load_file
+
+    cfg = replace(TINY, vae=replace(TINY.vae, steps=5)).with_classes(["bottle", "carpet"])
+    data = DataSpec("mvtec", str(mvtec), "all")
+    a, b = tmp_path / "straight", tmp_path / "resumed"
+    train(a, cfg, _tcfg(), data, until="vae")
+    assert (a / "vae" / "config.json").is_file() and not (a / "model.safetensors").exists()
+    assert len(_log(a / "vae")) == 5 and not (a / "checkpoints" / "vae").exists()
+    first = train(b, cfg, _tcfg(), data, stop_after=2)  # interrupted inside the VAE stage
+    assert first == {"stage": "vae", "finished": False} and not (b / "vae").exists()
+    assert (b / "checkpoints" / "vae").is_dir() and len(_log(b / "vae.partial")) == 2
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(b, cfg, _tcfg(), data)
+    train(b, cfg, _tcfg(), data, resume=True)
+    assert _log(b / "vae") == _log(a / "vae")
+    wa, wb = (load_file(r / "vae" / "diffusion_pytorch_model.safetensors") for r in (a, b))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert (
+        json.loads((b / "vae" / "config.json").read_text())["scaling_factor"]
+        == json.loads((a / "vae" / "config.json").read_text())["scaling_factor"]
+    )
+    before = (a / "vae" / "train_info.json").read_text()
+    train(a, cfg, _tcfg(), data, resume=True)  # a finished stage is resumable, not retrained
+    assert (a / "vae" / "train_info.json").read_text() == before
+    assert _log(a) == _log(b) and (a / "model.safetensors").is_file()
 
 
 def test_detect_returns_every_map_kind_in_range():

@@ -103,6 +103,54 @@ def test_a_registered_method_trains_and_evaluates_through_the_generic_modules(tm
     assert set(json.loads((out / "metrics.json").read_text())) == set(METRIC_KEYS)
 
 
+@dataclass(frozen=True)
+class StagedConfig(MeanConfig):
+    pass
+
+
+class StagedMean(MeanMethod):
+    """The dummy with a first stage ("prior": the same model, saved to prior/mu.pt) that the
+    main feed requires, as DeCo-Diff's model requires its autoencoder."""
+
+    name = "stagedmean"
+    config = StagedConfig
+    profiles: ClassVar = {"smoke": StagedConfig()}
+
+    def stages(self, cfg, tcfg, data, run_dir):
+        feed = MeanMethod.feed(self, cfg, tcfg, data, run_dir, None)
+
+        def save(model, folder):
+            torch.save(model.mu.detach(), folder / "mu.pt")
+
+        stage_cfg = replace(tcfg, steps=4, log_every=1, checkpoint_every=2)
+        return [methods.Stage("prior", lambda: MeanModel(cfg), feed, stage_cfg, save, 5)]
+
+    def feed(self, cfg, tcfg, data, run_dir, accelerator):
+        assert (run_dir / "prior" / "mu.pt").is_file(), "the stage runs before the model"
+        return MeanMethod.feed(self, cfg, tcfg, data, run_dir, accelerator)
+
+
+def test_a_methods_stage_trains_first_and_the_run_files_read_back(tmp_path, mvtec):
+    from n2n_core import run_files
+
+    methods.register(StagedMean())
+    cfg, tcfg = resolve("stagedmean", "smoke", "mvtec", ["bottle"])
+    run, data = tmp_path / "run", DataSpec("mvtec", str(mvtec), "bottle")
+    train(run, cfg, tcfg, data)
+    assert [e["step"] for e in run_files.train_log(run, "prior")] == [1, 2, 3, 4]
+    assert [e["step"] for e in run_files.train_log(run)] == [3]  # log_every 10, the last step
+    info, prior = run_files.train_info(run), run_files.train_info(run, "prior")
+    assert run_files.training_seconds(run) == info["seconds"] + prior["seconds"]
+    assert not (run / "checkpoints" / "prior").exists() and not (run / "prior.partial").exists()
+    evaluate_run(run)
+    per_cat = run_files.metrics_per_category(run)
+    assert per_cat == {
+        "bottle": pytest.approx(json.loads((run / "metrics.json").read_text()), abs=1e-6)
+    }
+    with pytest.raises(FileNotFoundError, match="evaluate the run first"):
+        run_files.metrics_per_category(tmp_path)
+
+
 def test_unknown_method_is_an_error_listing_the_registered_ones():
     with pytest.raises(ValueError, match=r"registered: .*decodiff.*diffusionad.*patchknn"):
         methods.get("nope")

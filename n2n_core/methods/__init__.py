@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from n2n_core.config import DataSpec, TrainConfig, from_dict
-from n2n_core.methods.base import Feed, Method, Prediction
+from n2n_core.methods.base import Ablation, Feed, Method, Prediction, Stage
 
 __all__ = [
+    "Ablation",
     "Feed",
     "Method",
     "Prediction",
+    "Stage",
     "get",
     "load_run",
     "method_of",
@@ -59,9 +61,9 @@ def get(name: str) -> Method:
 
 
 def method_of(cfg: object) -> Method:
-    """The method whose config class ``cfg`` is."""
-    for name in names():
-        m = get(name)
+    """The method whose config class ``cfg`` is (exactly; else the first it derives from)."""
+    candidates = [get(name) for name in names()]
+    for m in sorted(candidates, key=lambda m: type(cfg) is not m.config):
         if isinstance(cfg, m.config):
             return m
     raise TypeError(f"not the config of a registered method: {type(cfg).__name__}")

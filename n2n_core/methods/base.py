@@ -9,6 +9,7 @@ a finished run and ``predict`` a batch. Predictions have one type for every meth
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 
 from n2n_core.config import DataSpec, TrainConfig
 
-__all__ = ["Feed", "Method", "Prediction"]
+__all__ = ["Ablation", "Feed", "Method", "Prediction", "Stage"]
 
 
 @dataclass
@@ -52,6 +53,33 @@ class Feed:
         raise NotImplementedError
 
 
+@dataclass
+class Stage:
+    """A training stage that runs before the method's model, in the same loop (accelerate,
+    atomic checkpoints in ``RUN/checkpoints/<name>``, exact resume): e.g. DeCo-Diff's small
+    autoencoder. Its result is the folder ``RUN/<name>``, written by ``save`` when it ends."""
+
+    name: str
+    build: Callable[[], nn.Module]  # forward(*feed(idx, g, device), g) → (loss, parts)
+    feed: Feed
+    train: TrainConfig
+    save: Callable[[nn.Module, Path], None]  # writes the trained model into a folder
+    stream_seed: int  # seeds the generator that draws the stage's batches and noise
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One row of a paper's ablation table as n2n reruns it: ``train``, model settings of a
+    separately trained run (empty: the method's own run); ``inference``, settings at
+    evaluation; ``map``, an extra map of the prediction (``Prediction.extras``, scored by
+    ``score_<map>``) instead of the main one."""
+
+    row: str  # the method column of data/paper_tables/<table>.csv
+    train: dict[str, Any] = field(default_factory=dict)
+    inference: dict[str, Any] = field(default_factory=dict)
+    map: str | None = None
+
+
 class Method:
     """Base class of a method's description; subclasses set the class attributes and override
     ``build``, ``feed`` and ``predict`` (``load``/``finalize`` where the defaults do not fit)."""
@@ -66,6 +94,8 @@ class Method:
     per_category: ClassVar[bool] = True  # one model per category; False: one for all
     eval_batch_size: ClassVar[int] = 16
     reproduce_notebook: ClassVar[str | None] = None  # notebook prefix that reports a target
+    # paper ablation table (data/paper_tables/<name>.csv) → its rows (reproduce "<name>-ablations")
+    ablations: ClassVar[dict[str, tuple[Ablation, ...]]] = {}
 
     def finalize(self, cfg: Any, categories: list[str], explicit: frozenset[str]) -> Any:
         """The config with its derived fields computed (sizes, classes). ``explicit``: the
@@ -74,6 +104,10 @@ class Method:
 
     def build(self, cfg: Any) -> nn.Module:
         raise NotImplementedError
+
+    def stages(self, cfg: Any, tcfg: TrainConfig, data: DataSpec, run_dir: Path) -> list[Stage]:
+        """Stages trained before the model (in this order); none by default."""
+        return []
 
     def feed(
         self, cfg: Any, tcfg: TrainConfig, data: DataSpec, run_dir: Path, accelerator: Any

@@ -42,17 +42,20 @@ from n2n_core.deviation import (
     patch_mask,
     shuffle_noise,
 )
-from n2n_core.methods.base import Feed, Method, Prediction
+from n2n_core.methods.base import Ablation, Feed, Method, Prediction, Stage
 from n2n_core.models import DenoiserConfig, make_denoiser
-from n2n_core.models.vae import SD_VAE, LatentVAE, VAEConfig, ensure_vae
+from n2n_core.models.vae import SD_VAE, AutoencoderTrainer, LatentVAE, VAEConfig, with_scale
+from n2n_core.models.vae import load_vae as load_vae_folder
 from n2n_core.schedules import make_schedule
 
 __all__ = [
     "METHOD",
     "PROFILES",
     "TRAIN_PROFILES",
+    "AutoencoderFeed",
     "DeCoDiff",
     "DeCoDiffConfig",
+    "autoencoder_stage",
     "detect",
     "image_score",
     "latent_training_set",
@@ -231,7 +234,7 @@ def latent_training_set(
     cfg: DeCoDiffConfig, data: DataSpec, run_dir: Path | str
 ) -> tuple[Tensor, Tensor]:
     """DeCo-Diff's training images (uint8, every category of the run) and class indices; the
-    small autoencoder of a run is trained on exactly these (``ensure_vae``)."""
+    small autoencoder of a run is trained on exactly these (``autoencoder_stage``)."""
     cats = categories_of(data)
     missing = [c for c in cats if cfg.classes and c not in cfg.classes]
     if missing:
@@ -246,19 +249,53 @@ def latent_training_set(
     return torch.cat(parts), torch.cat(labels)
 
 
+class AutoencoderFeed(Feed):
+    """Training images for the small autoencoder, in [-1, 1], randomly flipped horizontally
+    (more views of few images)."""
+
+    def __init__(self, images: Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __call__(self, idx: Tensor, gen: torch.Generator, device: object) -> tuple:
+        x = (self.images[idx].float() / 127.5 - 1).to(device)
+        flip = torch.rand(len(idx), generator=gen) < 0.5
+        return (torch.where(flip.to(device)[:, None, None, None], x.flip(-1), x),)
+
+
+def autoencoder_stage(
+    cfg: DeCoDiffConfig, tcfg: TrainConfig, data: DataSpec, run_dir: Path
+) -> Stage:
+    """The small autoencoder (``cfg.vae``) as the first training stage of a run: Adam, cosine
+    decay to lr/10, on the run's training images; saved into RUN/vae with its scale."""
+    images, _ = latent_training_set(cfg, data, run_dir)
+    v = cfg.vae
+    train = TrainConfig(
+        steps=v.steps, batch_size=v.batch_size, lr=v.lr, min_lr=v.lr / 10, optimizer="adam",
+        seed=tcfg.seed, checkpoint_every=max(1, v.steps // 3), log_every=1,
+        mixed_precision=tcfg.mixed_precision,
+    )  # fmt: skip
+
+    def save(trainer: nn.Module, folder: Path) -> None:
+        device = next(trainer.parameters()).device
+        with_scale(trainer.ae, images, device).vae.save_pretrained(folder)
+
+    return Stage(
+        "vae", lambda: AutoencoderTrainer(v), AutoencoderFeed(images), train, save, tcfg.seed
+    )
+
+
 class DeCoDiffFeed(Feed):
     """Latents of normal images of every category, sampled from q(z | x) as the official
     code does, with their class indices."""
 
     def __init__(
-        self, cfg: DeCoDiffConfig, train_cfg: TrainConfig, data: DataSpec, run_dir: Path,
-        accelerator: Any,
-    ) -> None:  # fmt: skip
+        self, cfg: DeCoDiffConfig, data: DataSpec, run_dir: Path, accelerator: Any
+    ) -> None:
         images, self.labels = latent_training_set(cfg, data, run_dir)
-        if accelerator.is_main_process:  # trains the small autoencoder once, if needed
-            ensure_vae(cfg.vae, run_dir / "vae", images, train_cfg.seed)
-        accelerator.wait_for_everyone()
-        vae = ensure_vae(cfg.vae, run_dir / "vae").to(accelerator.device)
+        vae = load_vae_folder(cfg.vae, run_dir / "vae").to(accelerator.device)
         means, stds = [], []
         for i in range(0, len(images), 32):
             x = (images[i : i + 32].float() / 127.5 - 1).to(accelerator.device)
@@ -279,7 +316,7 @@ def load_vae(run_dir: Path | str, device: str | torch.device = "cpu") -> LatentV
     """The frozen autoencoder of a DeCo-Diff run (pretrained, or trained into RUN_DIR/vae)."""
     from n2n_core.methods import load_run
 
-    return ensure_vae(load_run(run_dir)[0].vae, Path(run_dir) / "vae").to(device)
+    return load_vae_folder(load_run(run_dir)[0].vae, Path(run_dir) / "vae").to(device)
 
 
 class Detector(nn.Module):
@@ -300,6 +337,19 @@ class DeCoDiffMethod(Method):
     per_category = False
     eval_batch_size = 32
     reproduce_notebook = "11"
+    ablations: ClassVar = {
+        "decodiff_table3": tuple(  # correction strategy × reverse steps, geometric map
+            Ablation(
+                f"DeCo-Diff ({s}, {n} steps)",
+                inference={"strategy": s, "reverse_steps": n},
+                map="geometric",
+            )
+            for s, steps in [("z_0", (1, 2, 5, 10)), ("z_t-1", (2, 5, 10))]
+            for n in steps
+        ),
+        # the discrepancy levels of Eq. 15: every map kind comes with each prediction
+        "decodiff_table4": tuple(Ablation(f"DeCo-Diff ({k})", map=k) for k in MAP_KINDS),
+    }
 
     def finalize(
         self, cfg: DeCoDiffConfig, categories: list[str], explicit: frozenset[str]
@@ -313,18 +363,22 @@ class DeCoDiffMethod(Method):
     def build(self, cfg: DeCoDiffConfig) -> DeCoDiff:
         return DeCoDiff(cfg)
 
+    def stages(
+        self, cfg: DeCoDiffConfig, tcfg: TrainConfig, data: DataSpec, run_dir: Path
+    ) -> list[Stage]:
+        return [] if cfg.vae.pretrained else [autoencoder_stage(cfg, tcfg, data, run_dir)]
+
     def feed(
         self, cfg: DeCoDiffConfig, tcfg: TrainConfig, data: DataSpec, run_dir: Path,
         accelerator: Any,
     ) -> DeCoDiffFeed:  # fmt: skip
-        return DeCoDiffFeed(cfg, tcfg, data, run_dir, accelerator)
+        return DeCoDiffFeed(cfg, data, run_dir, accelerator)
 
     def load(
         self, run_dir: Path, cfg: DeCoDiffConfig, weights: dict[str, Tensor], device: Any
     ) -> Detector:
         model = super().load(run_dir, cfg, weights, device)
-        vae = ensure_vae(cfg.vae, Path(run_dir) / "vae").to(device)
-        return Detector(model, vae)
+        return Detector(model, load_vae_folder(cfg.vae, Path(run_dir) / "vae").to(device))
 
     def predict(
         self, model: Detector, images: Tensor, class_index: int, g: torch.Generator

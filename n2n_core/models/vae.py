@@ -3,25 +3,30 @@
 Paper profile: a pretrained, frozen KL-f8 VAE (the Stable Diffusion VAE, 256² → 32²×4),
 latents scaled by its ``scaling_factor`` (0.18215). Smoke profile: a small KL autoencoder
 trained on the data in minutes on CPU (L1 + a tiny KL term, as LDM's first stage without
-its perceptual and adversarial terms), cached in the run folder; its scaling factor is
-1/std of the training latents, the rule LDM used to pick 0.18215.
+its perceptual and adversarial terms), trained as the first stage of the run into its
+``vae/`` folder; its scaling factor is 1/std of the training latents, the rule LDM used to
+pick 0.18215.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from n2n_core.progress import progress
-
-__all__ = ["LatentVAE", "VAEConfig", "ensure_vae", "load_pretrained_vae", "psnr", "train_vae"]
+__all__ = [
+    "AutoencoderTrainer",
+    "LatentVAE",
+    "VAEConfig",
+    "load_pretrained_vae",
+    "load_vae",
+    "make_autoencoder",
+    "psnr",
+    "with_scale",
+]
 
 SD_VAE = "stabilityai/sd-vae-ft-ema"
 
@@ -115,65 +120,50 @@ def make_autoencoder(cfg: VAEConfig) -> nn.Module:
     )
 
 
-def train_vae(
-    images: Tensor, cfg: VAEConfig, seed: int = 0, device: str | torch.device = "cpu"
-) -> tuple[LatentVAE, list[float]]:
-    """Train the small KL autoencoder on uint8 images (N, 3, S, S); returns it with its
-    scaling factor set to 1/std of the training latents, and the loss per step."""
-    torch.manual_seed(seed)
-    ae = make_autoencoder(cfg).to(device).train()
-    opt = torch.optim.Adam(ae.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr / 10)
-    g = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in progress(range(cfg.steps), desc="autoencoder"):
-        idx = torch.randint(len(images), (cfg.batch_size,), generator=g)
-        x = (images[idx].float() / 127.5 - 1).to(device)
-        flip = torch.rand(len(idx), generator=g) < 0.5  # horizontal flips: more views
-        x = torch.where(flip.to(device)[:, None, None, None], x.flip(-1), x)
-        dist = ae.encode(x).latent_dist
-        z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(device)
-        rec = ae.decode(z).sample
-        loss = (rec - x).abs().mean() + cfg.kl_weight * dist.kl().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    ae.eval()
-    with torch.no_grad():
-        zs = torch.cat(
-            [
-                ae.encode((images[i : i + 64].float() / 127.5 - 1).to(device)).latent_dist.mean
-                for i in range(0, len(images), 64)
-            ]
-        )
+class AutoencoderTrainer(nn.Module):
+    """The small KL autoencoder with its training loss: L1 reconstruction of a latent drawn
+    from q(z | x) plus ``kl_weight`` × KL(q(z | x) || N(0, I)) (LDM's first stage without
+    its perceptual and adversarial terms). Trained by the generic loop as a stage of a
+    DeCo-Diff run (``n2n_core.methods.decodiff``)."""
+
+    def __init__(self, cfg: VAEConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.ae = make_autoencoder(cfg)
+
+    def forward(self, x: Tensor, g: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
+        dist = self.ae.encode(x).latent_dist
+        z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g).to(x.device)
+        l1 = (self.ae.decode(z).sample - x).abs().mean()
+        kl = dist.kl().mean()
+        return l1 + self.cfg.kl_weight * kl, {"l1": l1, "kl": kl}
+
+
+@torch.no_grad()
+def with_scale(ae: nn.Module, images: Tensor, device: str | torch.device = "cpu") -> LatentVAE:
+    """The trained autoencoder, frozen, with its scaling factor set to 1/std of the latent
+    means of ``images`` (uint8, N×3×S×S): the rule by which LDM chose 0.18215."""
+    ae = ae.to(device).eval()
+    zs = torch.cat(
+        [
+            ae.encode((images[i : i + 64].float() / 127.5 - 1).to(device)).latent_dist.mean
+            for i in range(0, len(images), 64)
+        ]
+    )
     ae.register_to_config(scaling_factor=float(1 / zs.std()))
-    return LatentVAE(ae), losses
+    return LatentVAE(ae)
 
 
-def ensure_vae(
-    cfg: VAEConfig, folder: Path | str, images: Tensor | None = None, seed: int = 0
-) -> LatentVAE:
-    """The pretrained VAE, or the small one cached in ``folder`` (trained on ``images`` the
-    first time; saved atomically with its loss curve)."""
+def load_vae(cfg: VAEConfig, folder: Path | str) -> LatentVAE:
+    """The pretrained VAE of ``cfg``, or the small one a run trained into ``folder``."""
     if cfg.pretrained:
         return load_pretrained_vae(cfg.pretrained)
     from diffusers import AutoencoderKL
 
     folder = Path(folder)
-    if (folder / "config.json").is_file():
-        return LatentVAE(AutoencoderKL.from_pretrained(folder))
-    if images is None:
-        raise FileNotFoundError(f"{folder} holds no trained autoencoder and no images were given")
-    start = time.perf_counter()
-    vae, losses = train_vae(images, cfg, seed)
-    seconds = time.perf_counter() - start
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    vae.vae.save_pretrained(tmp)
-    (tmp / "losses.json").write_text(json.dumps([round(v, 6) for v in losses]))
-    (tmp / "train_info.json").write_text(json.dumps({"steps": cfg.steps, "seconds": seconds}))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    return vae
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{folder} holds no trained autoencoder: it is the first stage of the run's training"
+            " (python -m n2n_core train --method decodiff ..., or --resume an interrupted run)"
+        )
+    return LatentVAE(AutoencoderKL.from_pretrained(folder))
