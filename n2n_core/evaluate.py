@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,14 @@ from n2n_core.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from n2n_core.methods import Prediction
 from n2n_core.metrics import METRIC_KEYS, evaluate, mean_table
 
-__all__ = ["evaluate_run", "load_model", "load_predictor", "metrics_of", "predict_dataset"]
+__all__ = [
+    "evaluate_run",
+    "load_model",
+    "load_predictor",
+    "metrics_of",
+    "predict_categories",
+    "predict_dataset",
+]
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -49,15 +57,20 @@ def load_model(run_dir: Path | str, device: str | torch.device = "cpu") -> torch
     return model.to(device).eval()
 
 
+def _config(run_dir: Path, overrides: dict | None) -> Any:
+    cfg = methods.load_run(run_dir)[0]
+    for key, value in (overrides or {}).items():
+        cfg = methods.set_field(cfg, key, value)
+    return cfg
+
+
 def load_predictor(
     run_dir: Path | str, device: str | torch.device = "cpu", overrides: dict | None = None
 ) -> tuple[methods.Method, Any, Any]:
     """(method, model config, what the method's ``predict`` takes) for a finished run;
     ``overrides`` replace inference settings of the stored config (e.g. ``{"lambdas": (100,)}``
     for DiffusionAD, ``{"reverse_steps": 10}`` for DeCo-Diff)."""
-    cfg, _, _ = methods.load_run(run_dir)
-    for key, value in (overrides or {}).items():
-        cfg = methods.set_field(cfg, key, value)
+    cfg = _config(Path(run_dir), overrides)
     method = methods.method_of(cfg)
     return method, cfg, method.load(Path(run_dir), cfg, _weights(Path(run_dir)), device)
 
@@ -83,6 +96,27 @@ def predict_dataset(
         masks.append(batch["mask"])
         labels.append(batch["label"])
     return Prediction.cat(parts), torch.cat(masks), torch.cat(labels)
+
+
+def predict_categories(
+    run_dir: Path | str,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    overrides: dict | None = None,
+) -> Iterator[tuple[str, AnomalyDataset, Prediction, torch.Tensor, torch.Tensor, float]]:
+    """For each category of a run's test split: (category, dataset, prediction, masks, labels,
+    seconds the prediction took), the model loaded once (``overrides`` as in
+    ``load_predictor``)."""
+    method, cfg, model = load_predictor(run_dir, device, overrides)
+    data = methods.load_run(run_dir)[2]
+    for cat in categories_of(data):
+        samples = load_samples(data.source, data.root, cat, "test")
+        ds = AnomalyDataset(samples, cfg.image_size, (-1.0, 1.0))
+        start = time.perf_counter()
+        pred, masks, labels = predict_dataset(
+            method, model, ds, method.class_index(cfg, cat), seed, device
+        )
+        yield cat, ds, pred, masks, labels, time.perf_counter() - start
 
 
 def metrics_of(
@@ -149,26 +183,20 @@ def evaluate_run(
     papers report. ``overrides``: inference settings, as in ``load_predictor``."""
     run_dir = Path(run_dir)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    method, cfg, model = load_predictor(run_dir, dev, overrides)
-    data = methods.load_run(run_dir)[2]
     per_cat, rows, counts = {}, [], {"test_images": 0, "anomalous": 0}
     seconds, fig = 0.0, None
-    for cat in categories_of(data):
-        samples = load_samples(data.source, data.root, cat, "test")
-        ds = AnomalyDataset(samples, cfg.image_size, (-1.0, 1.0))
-        start = time.perf_counter()
-        pred, masks, labels = predict_dataset(
-            method, model, ds, method.class_index(cfg, cat), seed, dev
-        )
-        seconds += time.perf_counter() - start
+    for cat, ds, pred, masks, labels, took in predict_categories(run_dir, seed, dev, overrides):
+        seconds += took
         per_cat[cat] = metrics_of(pred, masks, labels)
-        rows += [(cat, s, v) for s, v in zip(samples, pred.scores.tolist(), strict=True)]
+        rows += [(cat, s, v) for s, v in zip(ds.samples, pred.scores.tolist(), strict=True)]
         counts["test_images"] += len(ds)
         counts["anomalous"] += int(labels.sum())
         if fig is None and write:
             fig = _figure(ds, pred, masks, labels)
     metrics = mean_table(per_cat)["mean"] if len(per_cat) > 1 else next(iter(per_cat.values()))
     if write:
+        cfg = _config(run_dir, overrides)
+        method = methods.method_of(cfg)
         info = {"method": method.name, "categories": list(per_cat), "resolution": cfg.image_size}
         info |= {**method.eval_info(cfg), "seed": seed, "overrides": overrides or {}, **counts}
         info |= {"seconds": seconds, "images_per_second": counts["test_images"] / seconds}

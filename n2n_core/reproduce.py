@@ -11,7 +11,6 @@ crash or a Colab disconnect.
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ class Target:
     dataset: str  # a reader source: mvtec | visa | dagm | synthetic
     tables: tuple[str, ...] = ()  # paper tables to compare with (may be empty)
     paper_method: str = ""  # the method's row name in those tables
+    ablations: bool = False  # the method's ablation tables (``Method.ablations``) instead
 
 
 TARGETS = {
@@ -41,6 +41,16 @@ TARGETS = {
     "decodiff-visa": Target("decodiff", "visa", ("decodiff_table2",), "DeCo-Diff"),
     "diffusionad-synthetic": Target("diffusionad", "synthetic", (), "DiffusionAD"),
     "decodiff-synthetic": Target("decodiff", "synthetic", (), "DeCo-Diff"),
+    # Tables 3-4 of each paper (Method.ablations): <method>-ablations on the paper's dataset,
+    # <method>-ablations-<dataset> on another (synthetic: the smoke notebooks 06 and 09)
+    "diffusionad-ablations": Target("diffusionad", "visa", ablations=True),
+    "decodiff-ablations": Target("decodiff", "mvtec", ablations=True),
+    **{
+        f"{m}-ablations-{d}": Target(m, d, ablations=True)
+        for m, ds in [("diffusionad", ("synthetic", "mvtec", "visa", "dagm")),
+                      ("decodiff", ("synthetic", "mvtec", "visa"))]
+        for d in ds
+    },
     # the non-diffusion reference: no paper table, ours only
     **{f"patchknn-{d}": Target("patchknn", d) for d in ("synthetic", "mvtec", "visa", "dagm")},
 }  # fmt: skip
@@ -66,36 +76,10 @@ def _paper_numbers(target: Target) -> dict[str, dict[str, float]]:
     return out
 
 
-def _configs(target: Target, profile: str, categories: list[str], overrides: dict) -> tuple:
-    from n2n_core.methods import resolve
-
-    return resolve(target.method, profile, target.dataset, categories, overrides)
-
-
-def reproduce(
-    target: str,
-    profile: str = "smoke",
-    root: Path | str | None = None,
-    runs: Path | str | None = None,
-    categories: list[str] | None = None,
-    overrides: dict | None = None,
-    download: bool = False,
-    seed: int | None = None,
-) -> dict[str, dict[str, float]]:
-    """Train/evaluate every category of ``target`` and write the comparison report; returns
-    our per-category metrics with their mean. ``overrides``: settings replacing the profile's
-    (``{"train.steps": 5}`` or ``{"model": {...}, "train": {...}}``); ``seed``: the training
-    seed. ``download``: fetch the dataset
-    into ``root``'s parent folder first if ``root`` does not exist yet."""
-    from n2n_core.data import list_categories
-    from n2n_core.evaluate import evaluate_run
-    from n2n_core.methods import get
+def _data_root(t: Target, root: Path | str | None, download: bool) -> Path:
+    """The dataset folder: the embedded data is generated, a real one downloaded on request."""
     from n2n_core.paths import default_root
-    from n2n_core.train import DataSpec, ensure_trained
 
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; known: {sorted(TARGETS)}")
-    t = TARGETS[target]
     root = Path(root) if root else default_root() / t.dataset
     if t.dataset == "synthetic":
         from n2n_core.data import ensure_synthetic
@@ -111,40 +95,161 @@ def reproduce(
                 f"{DATASETS[t.dataset].folder!r}; root {root} is named otherwise"
             )
         fetch(t.dataset, root.parent)
-    out = Path(runs) if runs else run_folder(target, profile)
+    return root
+
+
+def _train(
+    t: Target, profile: str, root: Path, out: Path, cats: list[str], one: bool, overrides: dict
+) -> list[Path]:
+    """Train (or resume, or reuse) the target's runs under ``out``: one per category, or one
+    multi-class run (``out`` itself) for a method that trains one model for all. ``one``: the
+    user chose a single category."""
+    from n2n_core.methods import get, resolve
+    from n2n_core.train import DataSpec, ensure_trained
+
+    cfg, tcfg = resolve(t.method, profile, t.dataset, cats[:1] if one else cats, overrides)
+    if not get(t.method).per_category:
+        if one and len(cats) > 1:
+            raise ValueError(
+                f"{t.method} reproduces all categories with one model, or a single one"
+            )
+        data = DataSpec(t.dataset, str(root), cats[0] if one else "all")
+        return [ensure_trained(out, cfg, tcfg, data)]
+    return [ensure_trained(out / c, cfg, tcfg, DataSpec(t.dataset, str(root), c)) for c in cats]
+
+
+def reproduce(
+    target: str,
+    profile: str = "smoke",
+    root: Path | str | None = None,
+    runs: Path | str | None = None,
+    categories: list[str] | None = None,
+    overrides: dict | None = None,
+    download: bool = False,
+    seed: int | None = None,
+    tables: list[str] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Train/evaluate every category of ``target`` and write the comparison report; returns
+    our per-category metrics with their mean (an ablation target: per table row, the mean
+    over categories). ``overrides``: settings replacing the profile's (``{"train.steps": 5}``
+    or ``{"model": {...}, "train": {...}}``); ``seed``: the training seed; ``tables``: for an
+    ablation target, which of the method's tables (default all). ``download``: fetch the
+    dataset into ``root``'s parent folder first if ``root`` does not exist yet."""
+    from n2n_core.data import list_categories
+    from n2n_core.evaluate import evaluate_run
+    from n2n_core.run_files import metrics_per_category
+
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; known: {sorted(TARGETS)}")
+    t = TARGETS[target]
+    root = _data_root(t, root, download)
     cats = categories or list_categories(t.dataset, root)
     overrides = {**(overrides or {}), **({} if seed is None else {"train.seed": seed})}
-    cfg, tcfg = _configs(t, profile, cats if categories is None else cats[:1], overrides)
+    if t.ablations:
+        return _ablations(
+            target, profile, root, runs, cats, categories is not None, overrides, tables
+        )
+    out = Path(runs) if runs else run_folder(target, profile)
 
     def done(run: Path) -> bool:  # evaluated after the model was last written
         m, w = run / "metrics.json", run / "model.safetensors"
         return m.is_file() and w.is_file() and m.stat().st_mtime >= w.stat().st_mtime
 
     ours: dict[str, dict[str, float]] = {}
-    if not get(t.method).per_category:  # one model for all categories (multi-class)
-        run = out
-        data = DataSpec(t.dataset, str(root), "all" if categories is None else cats[0])
-        if categories is not None and len(cats) > 1:
-            raise ValueError(
-                f"{t.method} reproduces all categories with one model, or a single one"
-            )
-        ensure_trained(run, cfg, tcfg, data)
+    for run in _train(t, profile, root, out, cats, categories is not None, overrides):
         if not done(run):
             evaluate_run(run)
-        with (run / "metrics_per_category.csv").open(newline="") as f:
-            for r in csv.DictReader(f):
-                if r["category"] != "mean":
-                    ours[r["category"]] = {k: float(r[k]) for k in METRIC_KEYS}
-    else:
-        for cat in cats:
-            run = out / cat
-            ensure_trained(run, cfg, tcfg, DataSpec(t.dataset, str(root), cat))
-            ours[cat] = (
-                json.loads((run / "metrics.json").read_text()) if done(run) else evaluate_run(run)
-            )
+        ours |= {c: r for c, r in metrics_per_category(run).items() if c != "mean"}
     table = mean_table(ours)
     _write_report(out, target, profile, table, _paper_numbers(t))
     return table
+
+
+def _ablations(
+    target: str, profile: str, root: Path, runs: Path | str | None, cats: list[str], one: bool,
+    overrides: dict, tables: list[str] | None,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """The method's ablation tables (``Method.ablations``): each separately trained variant
+    trained once, each inference setting predicted once for all the rows (maps) it serves."""
+    import torch
+
+    from n2n_core.evaluate import metrics_of, predict_categories
+    from n2n_core.methods import get
+
+    t = TARGETS[target]
+    ablations = get(t.method).ablations
+    unknown = sorted(set(tables or ()) - set(ablations))
+    if unknown:
+        raise ValueError(
+            f"{t.method} has no ablation table(s) {unknown}; known: {sorted(ablations)}"
+        )
+    rows = [(name, a) for name in tables or ablations for a in ablations[name]]
+    out = Path(runs) if runs else run_folder(target, profile)
+    base = run_folder(f"{t.method}-{t.dataset}", profile)  # the method's own runs
+    groups: dict[str, list] = {}
+    for name, a in rows:
+        groups.setdefault(json.dumps([a.train, a.inference], sort_keys=True), []).append((name, a))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    ours: dict[str, dict[str, dict[str, float]]] = {}  # row → category → metrics
+    for group in groups.values():
+        a = group[0][1]
+        slug = "-".join(str(v) for v in a.train.values())
+        if runs:
+            folder = out / (slug or "full")
+        else:  # beside the method's own runs, which the rows without a variant share
+            folder = base.with_name(f"{base.name}-{slug}") if slug else base
+        variant = {**overrides, **{f"model.{k}": v for k, v in a.train.items()}}
+        for run in _train(t, profile, root, folder, cats, one, variant):
+            for cat, _, pred, masks, labels, _ in predict_categories(run, 0, device, a.inference):
+                for _, b in group:
+                    ours.setdefault(b.row, {})[cat] = metrics_of(pred, masks, labels, b.map)
+    table = {row: mean_table(per_cat)["mean"] for row, per_cat in ours.items()}
+    _write_ablation_report(out, target, profile, rows, table)
+    return table
+
+
+def _write_ablation_report(
+    out: Path, target: str, profile: str, rows: list, table: dict[str, dict[str, float]]
+) -> None:
+    csv_rows, lines = (
+        [],
+        [
+            f"# {target} ({profile} profile): ours vs the paper's ablation tables",
+            "",
+            f"Percent, mean over the categories of {TARGETS[target].dataset}. Paper numbers from "
+            "`data/paper_tables/` (their own dataset; blank where the paper has none).",
+        ],
+    )
+    for name in dict.fromkeys(n for n, _ in rows):
+        paper = {
+            (r["method"], r["metric"]): float(r["value"]) / 100
+            for r in paper_tables.load(name)
+            if r["category"] == "mean"
+        }
+        lines += ["", f"## {paper_tables.TABLES[name]}", "", "| row | metric | ours | paper | Δ |"]
+        lines.append("|---|---|---|---|---|")
+        for _, a in (r for r in rows if r[0] == name):
+            for k in METRIC_KEYS:
+                o, p = table[a.row][k], paper.get((a.row, k))
+                d = None if p is None else o - p
+                csv_rows.append(
+                    [
+                        name,
+                        a.row,
+                        k,
+                        f"{o:.4f}",
+                        "" if p is None else f"{p:.4f}",
+                        "" if d is None else f"{d:+.4f}",
+                    ]
+                )
+                if p is not None:
+                    lines.append(
+                        f"| {a.row} | {k} | {100 * o:.1f} | {100 * p:.1f} | {100 * d:+.1f} |"
+                    )
+    atomic_write_csv(
+        out / "report.csv", ["table", "row", "metric", "ours", "paper", "delta"], csv_rows
+    )
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
 
 
 def _write_report(

@@ -12,6 +12,7 @@ by DeCo-Diff; DDIM (Song et al. 2021) for the deterministic step.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ __all__ = [
     "NoiseSchedule",
     "cosine_betas",
     "ddim_step",
+    "ddpm_sample",
     "ddpm_step",
     "linear_betas",
     "make_schedule",
@@ -157,3 +159,22 @@ def ddim_step(
     x0_hat = predict_x0(xt, t, s, eps)
     ab_prev = _at(s.alpha_bar, t_prev, xt)
     return ab_prev.sqrt() * x0_hat + (1 - ab_prev).sqrt() * eps
+
+
+@torch.no_grad()
+def ddpm_sample(
+    eps_model: Callable[[Tensor, Tensor], Tensor],
+    xt: Tensor,
+    t: int,
+    s: NoiseSchedule,
+    g: torch.Generator | None = None,
+) -> Tensor:
+    """The full reverse chain x_t → x_0 by ``ddpm_step`` (DiffusionAD Eq. 4 applied t times,
+    DDPM Algorithm 2): the multi-step reconstruction that DiffusionAD's one step (Eq. 5)
+    replaces. ``eps_model(x, t)`` predicts ε for a batch at timestep t (a (B,) tensor); ``g``
+    draws the noise z of each step. Returns x_0 clipped to [-1, 1]."""
+    for k in range(t, 0, -1):
+        tt = torch.full((len(xt),), k, device=xt.device)
+        z = torch.randn(xt.shape, generator=g).to(xt)
+        xt = ddpm_step(xt, k, s, eps_model(xt, tt), noise=z)
+    return xt.clamp(-1, 1)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,6 +22,7 @@ __all__ = [
     "plot_pro_exact_vs_grid",
     "plot_schedules",
     "prediction_grid",
+    "report_bars",
     "show_image",
     "show_synthesis",
     "slider_or_grid",
@@ -241,5 +244,22 @@ def prediction_grid(
                 ax.set_ylabel(name, fontsize=9)
             if r == 0:
                 ax.set_title(titles[c], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def report_bars(folder: str | Path) -> Figure | None:
+    """Ours vs the paper, one pair of bars per category and metric, from a ``reproduce``
+    report (``folder``/report.csv); None when the paper reports nothing to compare with."""
+    with (Path(folder) / "report.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["paper"] and r["category"] != "mean"]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(max(5, len(rows) * 0.5), 3))
+    xs = np.arange(len(rows))
+    ax.bar(xs - 0.2, [100 * float(r["ours"]) for r in rows], 0.4, label="ours")
+    ax.bar(xs + 0.2, [100 * float(r["paper"]) for r in rows], 0.4, label="paper")
+    ax.set_xticks(xs, [f"{r['category']}\n{r['metric']}" for r in rows], rotation=90, fontsize=7)
+    ax.legend()
     fig.tight_layout()
     return fig

@@ -4,11 +4,13 @@ import csv
 import json
 
 import pytest
-from tiny import TINY_DIFFUSIONAD  # tests/tiny.py
+from tiny import TINY_DECODIFF, TINY_DIFFUSIONAD  # tests/tiny.py
 
-from n2n_core import cli
+from n2n_core import cli, viz
 from n2n_core.data import fixtures
-from n2n_core.reproduce import TARGETS, _configs, _paper_numbers, reproduce
+from n2n_core.evaluate import evaluate_run
+from n2n_core.methods import resolve
+from n2n_core.reproduce import TARGETS, _paper_numbers, reproduce
 
 OVERRIDES = {
     "model": {k: getattr(TINY_DIFFUSIONAD, k) for k in ("image_size", "denoiser", "segmenter")},
@@ -52,6 +54,12 @@ def test_reproduce_end_to_end_on_each_layout(tmp_path, target, write, cats):
         assert float(mean_rows["image_auroc"]["delta"]) == pytest.approx(
             table["mean"]["image_auroc"] - p, abs=1e-4
         )
+    fig = viz.report_bars(runs)  # notebooks 10/11's figure: a pair of bars per paper number
+    compared = [r for r in rows if r["paper"] and r["category"] != "mean"]
+    assert (fig is None) == (not compared)
+    if fig is not None:
+        assert len(fig.axes[0].patches) == 2 * len(compared)
+        viz.plt.close(fig)
     # a second call reuses the finished runs: nothing is retrained or re-evaluated
     stamps = {p: p.stat().st_mtime for p in runs.rglob("metrics.json")}
     reproduce(target, "smoke", root, runs, None, OVERRIDES)
@@ -110,12 +118,69 @@ def test_missing_dataset_is_downloaded_first_when_asked(tmp_path, monkeypatch):
         )
 
 
+def _configs(name, profile, overrides):
+    return resolve(TARGETS[name].method, profile, TARGETS[name].dataset, ["a"], overrides)
+
+
 def test_paper_profile_trains_as_long_as_the_paper_did_per_dataset():
     epochs = {
-        name: _configs(TARGETS[name], "paper", ["a"], {})[1].epochs
+        name: _configs(name, "paper", {})[1].epochs
         for name in ("decodiff-mvtec", "decodiff-visa", "diffusionad-visa")
     }
     assert epochs == {"decodiff-mvtec": 800, "decodiff-visa": 200, "diffusionad-visa": 500}
-    assert _configs(TARGETS["decodiff-visa"], "smoke", ["a"], {})[1].epochs is None
+    assert _configs("decodiff-visa", "smoke", {})[1].epochs is None
     quick = {"train": {"steps": 5, "epochs": None}}
-    assert _configs(TARGETS["decodiff-visa"], "paper", ["a"], quick)[1].epochs is None
+    assert _configs("decodiff-visa", "paper", quick)[1].epochs is None
+
+
+def _rows(table, name):
+    return {k: round(v, 6) for k, v in table[name].items()}
+
+
+def test_diffusionad_ablations_tables_3_and_4(tmp_path):
+    """Table 3 trains each sub-network variant; Table 4 re-evaluates the full model at each
+    λ. Rows that are the same setting agree, and each row equals evaluate_run with that
+    setting (an independent path)."""
+    root = fixtures.write_visa_raw(tmp_path / "data")
+    runs = tmp_path / "runs"
+    table = reproduce("diffusionad-ablations", "smoke", root, runs, ["candle"], OVERRIDES)
+    rows = ["SegmentationAD", "DenoisingAD", "DiffusionAD"]
+    rows += ["DiffusionAD λ=100", "DiffusionAD λ=200", "DiffusionAD λ=100,200"]
+    assert list(table) == rows
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == [
+        "denoising_only", "full", "segmentation_only",
+    ]  # fmt: skip
+    assert _rows(table, "DiffusionAD") == _rows(table, "DiffusionAD λ=100,200")  # the default
+    full = runs / "full" / "candle"
+    for lams, row in [((100,), "DiffusionAD λ=100"), ((200,), "DiffusionAD λ=200")]:
+        ours = evaluate_run(full, write=False, overrides={"lambdas": lams})
+        assert {k: round(v, 6) for k, v in ours.items()} == _rows(table, row)
+    seg = evaluate_run(runs / "segmentation_only" / "candle", write=False)
+    assert {k: round(v, 6) for k, v in seg.items()} == _rows(table, "SegmentationAD")
+    report = _report(runs)
+    assert {r["table"] for r in report} == {"diffusionad_table3", "diffusionad_table4"}
+    paper = {(r["row"], r["metric"]): r["paper"] for r in report}
+    assert paper[("DenoisingAD", "image_auroc")] == "0.7620"  # Table 3 as transcribed
+    assert paper[("DiffusionAD", "pixel_ap")] == ""  # the paper reports no pixel AP there
+    assert "| DiffusionAD λ=200 | pixel_aupro |" in (runs / "report.md").read_text()
+
+
+def test_decodiff_ablations_predict_once_per_setting(tmp_path):
+    root = fixtures.write_mvtec(tmp_path / "data", n_train=4, n_test=2, size=32)
+    runs = tmp_path / "runs"
+    overrides = {
+        "model": {
+            k: getattr(TINY_DECODIFF, k) for k in ("image_size", "vae", "unet", "patch_sizes")
+        },
+        "train": {"steps": 2, "batch_size": 2, "checkpoint_every": 2},
+    }
+    table = reproduce("decodiff-ablations", "smoke", root, runs, None, overrides)
+    assert len(table) == 7 + 4 and (runs / "full" / "model.safetensors").is_file()
+    # Table 3's default row (z_t-1, 5 steps) is Table 4's geometric map; both are evaluate_run's
+    assert _rows(table, "DeCo-Diff (z_t-1, 5 steps)") == _rows(table, "DeCo-Diff (geometric)")
+    ours = evaluate_run(runs / "full", write=False)
+    assert {k: round(v, 6) for k, v in ours.items()} == _rows(table, "DeCo-Diff (geometric)")
+    z0 = evaluate_run(runs / "full", write=False, overrides={"strategy": "z_0", "reverse_steps": 2})
+    assert {k: round(v, 6) for k, v in z0.items()} == _rows(table, "DeCo-Diff (z_0, 2 steps)")
+    with pytest.raises(ValueError, match="no ablation table"):
+        reproduce("decodiff-ablations", "smoke", root, runs, None, overrides, tables=["x"])

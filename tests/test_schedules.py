@@ -172,6 +172,28 @@ def test_ddpm_posterior_mean_is_the_q_posterior_mean():
         torch.testing.assert_close(S.ddpm_step(xt, t, s, eps), mu, rtol=1e-9, atol=1e-9)
 
 
+def test_ddpm_sample_with_an_oracle_denoiser_lands_on_x0():
+    """If ε_θ always points back to one x_0 (ε = (x_t − √ᾱ_t x_0)/√(1−ᾱ_t)), every step is a
+    draw from q(x_{t-1} | x_t, x_0) and the last one (σ_1 = 0, ᾱ_0 = 1) returns x_0 exactly,
+    whatever the start and the noise: the 1000-step chain of notebook 06."""
+    s = S.make_schedule("linear", 1000)
+    g = torch.Generator().manual_seed(7)
+    x0 = torch.rand(2, 3, 4, 4, generator=g, dtype=torch.float64) * 1.8 - 0.9
+
+    def oracle(x, t):
+        ab = s.alpha_bar[t].view(-1, 1, 1, 1).to(x)
+        return (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+
+    for start in (1, 200, 1000):
+        xt = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+        torch.testing.assert_close(S.ddpm_sample(oracle, xt, start, s, g), x0)
+    # the noise enters: with a denoiser that predicts 0 two generators give two samples
+    zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    a = S.ddpm_sample(zero, x0, 50, s, torch.Generator().manual_seed(1))
+    b = S.ddpm_sample(zero, x0, 50, s, torch.Generator().manual_seed(2))
+    assert not torch.allclose(a, b)
+
+
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match="T"):
         S.linear_betas(0)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from n2n_core.config import DataSpec, TrainConfig
 from n2n_core.data.training import training_images
-from n2n_core.methods.base import Feed, Method, Prediction
+from n2n_core.methods.base import Ablation, Feed, Method, Prediction
 from n2n_core.models import DenoiserConfig, SegmentationNet, SegmenterConfig, make_denoiser
 from n2n_core.schedules import _at, make_schedule, predict_x0, q_sample
 from n2n_core.synthesis import AnomalySynthesizer, TextureSource
@@ -294,6 +294,17 @@ class DiffusionADMethod(Method):
     per_category = True
     eval_batch_size = 16
     reproduce_notebook = "10"
+    ablations: ClassVar = {
+        "diffusionad_table3": (  # the sub-networks (§4.4): each trained on its own
+            Ablation("SegmentationAD", train={"variant": "segmentation_only"}),
+            Ablation("DenoisingAD", train={"variant": "denoising_only"}),
+            Ablation("DiffusionAD"),
+        ),
+        "diffusionad_table4": tuple(  # the noise levels λ of Alg. 2, on the same model
+            Ablation(f"DiffusionAD λ={','.join(map(str, lams))}", inference={"lambdas": lams})
+            for lams in [(100,), (200,), (100, 200)]
+        ),
+    }
 
     def finalize(
         self, cfg: DiffusionADConfig, categories: list[str], explicit: frozenset[str]
