@@ -21,7 +21,9 @@ from torch import Tensor
 from n2n_core.schedules import NoiseSchedule, _at
 
 __all__ = [
+    "BOUNDARIES",
     "MAP_KINDS",
+    "SPACINGS",
     "STRATEGIES",
     "correct",
     "correction_timesteps",
@@ -30,6 +32,7 @@ __all__ = [
     "gaussian_blur",
     "masked_forward",
     "patch_mask",
+    "resize_maps",
     "shuffle_noise",
 ]
 
@@ -93,10 +96,26 @@ def dod_target(zt: Tensor, z0: Tensor, t: Tensor | int, s: NoiseSchedule) -> Ten
     return (zt - z0) / (1 - ab).sqrt()
 
 
-def correction_timesteps(T: int, steps: int, start: int | None = None) -> list[int]:
-    """The reverse timesteps of the correction: ``steps`` of them, evenly spaced from
-    ``start`` (default T: the encoded test image is read as z_T, as the paper says) down
-    towards 1, e.g. T=10, 5 steps → [10, 8, 6, 4, 2]. (The official code starts at 9 of 10.)"""
+SPACINGS = ("n2n", "official")  # correction timesteps: from T down, or DDIM respacing
+
+
+def correction_timesteps(
+    T: int, steps: int, start: int | None = None, spacing: str = "n2n"
+) -> list[int]:
+    """The reverse timesteps of the correction (1-indexed). ``spacing="n2n"``: ``steps`` of
+    them, evenly spaced from ``start`` (default T: the encoded test image is read as z_T, as
+    the paper says) down towards 1, e.g. T=10, 5 steps → [10, 8, 6, 4, 2]. ``"official"``:
+    the official code's DDIM respacing ("ddim<steps>": the smallest stride k with
+    len(range(0, T, k)) = steps, 0-indexed), e.g. T=10, 5 steps → [9, 7, 5, 3, 1]."""
+    if spacing not in SPACINGS:
+        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+    if spacing == "official":
+        if start is not None:
+            raise ValueError("start_t is not used with the official spacing (it starts at T)")
+        for k in range(1, T + 1):
+            if len(range(0, T, k)) == steps:
+                return [t + 1 for t in reversed(range(0, T, k))]
+        raise ValueError(f"no DDIM respacing of T={T} has {steps} steps")
     start = T if start is None else start
     if not 1 <= start <= T:
         raise ValueError(f"start must be a timestep in 1..{T}, got {start}")
@@ -134,18 +153,60 @@ def correct(
     return trajectory[-1], trajectory
 
 
-def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of (B, C, H, W) maps, kernel radius 4σ, reflect padding."""
+def _symmetric_index(n: int, r: int, device: torch.device) -> Tensor:
+    """Indices of a length-n axis extended by r on both sides, mirrored with the edge
+    repeated (… b a | a b … y z | z y …), however large r is (scipy.ndimage's "reflect")."""
+    i = torch.arange(-r, n + r, device=device) % (2 * n)
+    return torch.where(i < n, i, 2 * n - 1 - i)
+
+
+def gaussian_blur(x: Tensor, sigma: float, mode: str = "mirror") -> Tensor:
+    """Separable Gaussian blur of (B, C, H, W) maps. ``mode="mirror"``: kernel radius ⌈4σ⌉
+    capped to the map, reflect padding without the edge; ``"symmetric"``: scipy.ndimage's
+    ``gaussian_filter`` (radius ⌊4σ + 0.5⌋, edge repeated, any radius), as the official code."""
     if sigma <= 0:
         return x
-    r = max(1, math.ceil(4 * sigma))
-    r = min(r, x.shape[-1] - 1, x.shape[-2] - 1)
+    if mode == "symmetric":
+        r = int(4 * sigma + 0.5)
+    else:
+        r = min(max(1, math.ceil(4 * sigma)), x.shape[-1] - 1, x.shape[-2] - 1)
     k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) / sigma) ** 2)
     k = k / k.sum()
     c = x.shape[1]
     kx, ky = k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
+    if mode == "symmetric":
+        x = x.index_select(-1, _symmetric_index(x.shape[-1], r, x.device))
+        x = F.conv2d(x, kx, groups=c)
+        x = x.index_select(-2, _symmetric_index(x.shape[-2], r, x.device))
+        return F.conv2d(x, ky, groups=c)
     x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), kx, groups=c)
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), ky, groups=c)
+
+
+def _linear_weights(n: int, size: int, like: Tensor) -> Tensor:
+    """(size, n) bilinear resampling weights, pixel centres aligned (align_corners=False),
+    samples beyond the edge mirrored (scikit-image ``resize``, order 1, mode "reflect")."""
+    u = (torch.arange(size, dtype=torch.float64) + 0.5) * n / size - 0.5
+    i0 = torch.floor(u).long()
+    f = u - i0
+    w = torch.zeros(size, n, dtype=torch.float64)
+    for i, wt in ((i0, 1 - f), (i0 + 1, f)):
+        i = i.abs()
+        i = torch.where(i > n - 1, 2 * (n - 1) - i, i)
+        w.index_put_((torch.arange(size), i), wt, accumulate=True)
+    return w.to(like)
+
+
+def resize_maps(x: Tensor, size: tuple[int, int], mode: str = "edge") -> Tensor:
+    """Bilinear resize of (B, C, h, w) maps: ``"edge"`` as torch (edge pixels repeated),
+    ``"mirror"`` as scikit-image's ``resize`` (the official code's latent map)."""
+    if mode == "edge":
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    wy, wx = _linear_weights(x.shape[-2], size[0], x), _linear_weights(x.shape[-1], size[1], x)
+    return torch.einsum("ij,bcjk,lk->bcil", wy, x, wx)
+
+
+BOUNDARIES = ("n2n", "official")  # how maps meet the image border: ours, or the official code's
 
 
 def discrepancy_maps(
@@ -157,6 +218,7 @@ def discrepancy_maps(
     tau_p: float = 0.4,
     sigma_l: float = 1.0,
     sigma_p: float = 3.0,
+    boundary: str = "n2n",
 ) -> dict[str, Tensor]:
     """The anomaly maps of Table 4, each (B, 1, H, W) at image size, in [0, 1].
 
@@ -164,12 +226,20 @@ def discrepancy_maps(
     (σ_l latent pixels) and bilinearly resized; pixel term: min(Δx, τ_p)/τ_p with Δx =
     |x̃0 - x0| max over RGB (x in [-1, 1]), blurred (σ_p image pixels). Geometric: Eq. 15,
     √(latent · pixel); arithmetic: their mean. Clipping at τ stops a few extreme deviations
-    from dominating (§4.3); the channel reductions and blurs follow the official code."""
+    from dominating (§4.3); the channel reductions and blurs follow the official code.
+    ``boundary="official"`` also treats the border exactly as the official code does
+    (scipy's Gaussian filter, scikit-image's resize); ``"n2n"`` (the default, what the smoke
+    results were measured with) pads by mirroring without the edge and resizes like torch."""
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+    blur_mode, resize_mode = (
+        ("symmetric", "mirror") if boundary == "official" else ("mirror", "edge")
+    )
     dz = (z0_tilde - z0).abs().mean(1, keepdim=True).float()
-    lat = gaussian_blur(dz.clamp(max=tau_l) / tau_l, sigma_l)
-    lat = F.interpolate(lat, size=x0.shape[-2:], mode="bilinear", align_corners=False)
+    lat = gaussian_blur(dz.clamp(max=tau_l) / tau_l, sigma_l, blur_mode)
+    lat = resize_maps(lat, tuple(x0.shape[-2:]), resize_mode)
     dx = (x0_tilde - x0).abs().amax(1, keepdim=True).float()
-    pix = gaussian_blur(dx.clamp(max=tau_p) / tau_p, sigma_p)
+    pix = gaussian_blur(dx.clamp(max=tau_p) / tau_p, sigma_p, blur_mode)
     lat, pix = lat.clamp(0, 1), pix.clamp(0, 1)
     return {
         "pixel": pix,

@@ -32,7 +32,9 @@ from torch import Tensor, nn
 from n2n_core.config import DataSpec, TrainConfig, categories_of
 from n2n_core.data.training import training_images
 from n2n_core.deviation import (
+    BOUNDARIES,
     MAP_KINDS,
+    SPACINGS,
     STRATEGIES,
     correct,
     correction_timesteps,
@@ -44,6 +46,8 @@ from n2n_core.deviation import (
 )
 from n2n_core.methods.base import Ablation, Feed, Method, Prediction, Stage
 from n2n_core.models import DenoiserConfig, make_denoiser
+from n2n_core.models.ldm_unet import PRESETS as OFFICIAL_UNETS
+from n2n_core.models.ldm_unet import OfficialDoD, OfficialUNetConfig
 from n2n_core.models.vae import SD_VAE, AutoencoderTrainer, LatentVAE, VAEConfig, with_scale
 from n2n_core.models.vae import load_vae as load_vae_folder
 from n2n_core.schedules import make_schedule
@@ -78,6 +82,11 @@ class DeCoDiffConfig:
             dropout=0.4,
         )
     )
+    # "n2n": the UNet above (class embedding added to the time embedding); "official": the
+    # official code's LDM UNet (models.ldm_unet; cross-attention to the class), which loads
+    # the released checkpoints; its latent size and class count are derived
+    network: str = "n2n"
+    official_unet: OfficialUNetConfig = field(default_factory=lambda: OFFICIAL_UNETS["UNet_L"])
     classes: tuple[str, ...] = ()  # conditioning categories (multi-class); empty: unconditional
     T: int = 10  # squared-cosine schedule (§5.1)
     mask_ratio_max: float = 0.7  # r_mask ~ U[0, 0.7]
@@ -86,6 +95,8 @@ class DeCoDiffConfig:
     strategy: str = "z_t-1"  # Table 3: "z_t-1" (Eq. 14) or "z_0"
     reverse_steps: int = 5
     start_t: int | None = None  # None: T
+    spacing: str = "n2n"  # correction timesteps: "n2n" [T, T-s, ...] | "official" [9, 7, 5, 3, 1]
+    boundary: str = "n2n"  # map borders: "n2n" | "official" (scipy blur, scikit-image resize)
     anomaly_map: str = "geometric"  # Table 4 / Eq. 15
     pixel_reference: str = "input"  # x0 of Eq. 15: "input" (paper) | "reconstruction" (code)
     tau_l: float = 0.2
@@ -107,7 +118,13 @@ class DeCoDiffConfig:
                 f"image_size {self.image_size} must be a multiple of the VAE's factor "
                 f"{self.vae.factor}"
             )
-        correction_timesteps(self.T, self.reverse_steps, self.start_t)  # validates both
+        if self.network not in ("n2n", "official"):
+            raise ValueError(f"network must be 'n2n' or 'official', got {self.network!r}")
+        if self.boundary not in BOUNDARIES:
+            raise ValueError(f"boundary must be one of {BOUNDARIES}, got {self.boundary!r}")
+        if self.spacing not in SPACINGS:
+            raise ValueError(f"spacing must be one of {SPACINGS}, got {self.spacing!r}")
+        correction_timesteps(self.T, self.reverse_steps, self.start_t, self.spacing)  # validates
 
     @property
     def latent_size(self) -> int:
@@ -118,17 +135,35 @@ class DeCoDiffConfig:
         """The DoD UNet's config with its derived fields: latent size, number of classes."""
         return replace(self.unet, image_size=self.latent_size, num_classes=len(self.classes))
 
+    @property
+    def official_config(self) -> OfficialUNetConfig:
+        """The official UNet's config with its derived fields: latent size, class count."""
+        n = max(1, len(self.classes))
+        return replace(self.official_unet, latent_size=self.latent_size, ncls=n)
+
+    @property
+    def timesteps(self) -> list[int]:
+        return correction_timesteps(self.T, self.reverse_steps, self.start_t, self.spacing)
+
     def with_classes(self, classes: tuple[str, ...] | list[str]) -> DeCoDiffConfig:
         """The same config conditioned on these categories (empty: unconditional)."""
         return replace(self, classes=tuple(classes)).derived()
 
     def derived(self) -> DeCoDiffConfig:
         """The config with its stored derived fields (``unet``) brought in line."""
-        return replace(self, unet=self.unet_config)
+        official = self.official_config if self.network == "official" else self.official_unet
+        return replace(self, unet=self.unet_config, official_unet=official)
 
 
 PROFILES = {
-    "paper": DeCoDiffConfig(),
+    # the official network (UNet_L, 395.0 M) and inference protocol: correction at t = 9, 7, 5,
+    # 3, 1, the pixel term against the VAE reconstruction, the official map borders
+    "paper": DeCoDiffConfig(
+        network="official",
+        spacing="official",
+        boundary="official",
+        pixel_reference="reconstruction",
+    ),
     # CPU minutes: 64 px, a small KL-f4 autoencoder trained on the data (16²×4 latents), a
     # 32-base attention UNet; the map blur scaled with the resolution.
     "smoke": DeCoDiffConfig(
@@ -170,9 +205,17 @@ class DeCoDiff(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.schedule = make_schedule("cosine", cfg.T)
-        self.unet = make_denoiser(cfg.unet_config)
+        if cfg.network == "official":
+            self.net = OfficialDoD(cfg.official_config)
+        else:
+            self.unet = make_denoiser(cfg.unet_config)
 
     def dod(self, z: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        """δ_θ at the papers' 1-indexed t; the official network counts from 0."""
+        if self.cfg.network == "official":
+            if labels is None or not self.cfg.classes:
+                labels = torch.zeros(len(z), dtype=torch.long, device=z.device)
+            return self.net(z, t - 1, labels)
         labels = labels if self.cfg.classes else None
         return self.unet(z, t, class_labels=labels).sample
 
@@ -212,7 +255,10 @@ def detect(
     cfg = model.cfg
     z0 = vae.encode(images)
     steps = correction_timesteps(
-        cfg.T, reverse_steps or cfg.reverse_steps, start_t if start_t is not None else cfg.start_t
+        cfg.T,
+        reverse_steps or cfg.reverse_steps,
+        start_t if start_t is not None else cfg.start_t,
+        cfg.spacing,
     )
     z_corr, trajectory = correct(
         lambda z, t: model.dod(z, t, labels), z0, model.schedule, steps, strategy or cfg.strategy
@@ -220,7 +266,7 @@ def detect(
     recon, x_corr = vae.decode(z0), vae.decode(z_corr)
     x_ref = images if cfg.pixel_reference == "input" else recon
     maps = discrepancy_maps(
-        z0, z_corr, x_ref, x_corr, cfg.tau_l, cfg.tau_p, cfg.sigma_l, cfg.sigma_p
+        z0, z_corr, x_ref, x_corr, cfg.tau_l, cfg.tau_p, cfg.sigma_l, cfg.sigma_p, cfg.boundary
     )
     return {**maps, "corrected": x_corr, "reconstruction": recon, "trajectory": trajectory}
 
@@ -399,6 +445,10 @@ class DeCoDiffMethod(Method):
             "anomaly_map": cfg.anomaly_map,
             "strategy": cfg.strategy,
             "reverse_steps": cfg.reverse_steps,
+            "timesteps": cfg.timesteps,
+            "network": cfg.network,
+            "pixel_reference": cfg.pixel_reference,
+            "boundary": cfg.boundary,
             "image_score": "max of the map",
         }
 

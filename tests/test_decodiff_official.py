@@ -1,0 +1,227 @@
+"""DeCo-Diff's official network, checkpoints and inference protocol, against data recorded from
+the official code (tests/fixtures/decodiff_official/, see its README) and an independent
+functional reading of the official UNet (LDM's openaimodel layout, written out below)."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from n2n_core.deviation import correct, correction_timesteps, discrepancy_maps
+from n2n_core.models.ldm_unet import (
+    PRESETS,
+    OfficialUNetConfig,
+    convert_official,
+    load_official,
+)
+from n2n_core.schedules import make_schedule
+
+FIX = Path(__file__).parent / "fixtures" / "decodiff_official"
+MANIFEST = json.loads((FIX / "manifest.json").read_text())
+TINY = OfficialUNetConfig(
+    **{k: tuple(v) if isinstance(v, list) else v for k, v in MANIFEST["tiny_config"].items()}
+)
+
+
+# ------------------------------------------------------------------ the network
+@pytest.mark.parametrize(("dataset", "ncls"), [("mvtec", 15), ("visa", 12)])
+def test_every_released_unet_l_key_converts_with_its_shape(dataset, ncls):
+    """The released checkpoints' manifest, on the meta device (no memory): every key has a
+    place of the right shape in n2n's model, nothing is left over, 395.0 M parameters."""
+    shapes = MANIFEST["unet_l"][dataset]
+    with torch.device("meta"):
+        sd = {k: torch.empty(v) for k, v in shapes.items()}
+    cfg = OfficialUNetConfig(**{**PRESETS["UNet_L"].__dict__, "latent_size": 32, "ncls": ncls})
+    out = convert_official(sd, cfg)  # raises on any missing, unexpected or mis-shaped key
+    assert len(out) == len(sd)
+    n = sum(math.prod(v) for v in shapes.values())
+    assert round(n / 1e6, 1) == 395.0
+
+
+def test_a_checkpoint_that_does_not_fit_names_the_keys_and_the_config():
+    with torch.device("meta"):
+        sd = {k: torch.empty(v) for k, v in MANIFEST["unet_l"]["mvtec"].items()}
+    with pytest.raises(
+        ValueError, match=r"ncls=12.*wrong shape \(1\): class_embedding.*\(15, 512\) vs \(12, 512\)"
+    ):
+        convert_official(sd, OfficialUNetConfig(ncls=12))
+    sd["extra.weight"] = torch.empty(1, device="meta")
+    with pytest.raises(ValueError, match=r"unexpected \(1\): extra.weight"):
+        convert_official(sd, OfficialUNetConfig())
+
+
+def _tiny_weights(seed=0):
+    """Official-layout weights for the tiny UNet (shapes from the recorded checkpoint),
+    PyTorch-default-like scales so that activations stay of order one."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for k, shape in json.loads((FIX / "tiny_shapes.json").read_text()).items():
+        if "norm" in k or k.endswith(("in_layers.0.weight", "out_layers.0.weight", "out.0.weight")):
+            base = torch.ones(shape) if k.endswith("weight") else torch.zeros(shape)
+            out[k] = base + 0.1 * torch.randn(shape, generator=g)
+        else:
+            fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
+            out[k] = torch.randn(shape, generator=g) / math.sqrt(fan_in)
+    return out
+
+
+def _reference_forward(w, x, t, classes, cfg):
+    """The official UNetModel.forward written out from its state_dict (float64)."""
+    head = cfg.model_channels // cfg.num_heads
+
+    def gn(h, p, eps=1e-5):
+        return F.group_norm(h, 32, w[p + ".weight"], w[p + ".bias"], eps)
+
+    def lin(h, p):
+        return F.linear(h, w[p + ".weight"], w.get(p + ".bias"))
+
+    def conv(h, p, **kw):
+        return F.conv2d(h, w[p + ".weight"], w[p + ".bias"], **kw)
+
+    def res(h, emb, p):
+        y = conv(F.silu(gn(h, p + ".in_layers.0")), p + ".in_layers.2", padding=1)
+        y = y + lin(F.silu(emb), p + ".emb_layers.1")[:, :, None, None]
+        y = conv(F.silu(gn(y, p + ".out_layers.0")), p + ".out_layers.3", padding=1)
+        skip = conv(h, p + ".skip_connection") if p + ".skip_connection.weight" in w else h
+        return skip + y
+
+    def attention(q_in, kv_in, p, heads):
+        q, k, v = lin(q_in, p + ".to_q"), lin(kv_in, p + ".to_k"), lin(kv_in, p + ".to_v")
+        b, n, d = q.shape
+        q, k, v = (a.reshape(b, a.shape[1], heads, d // heads).transpose(1, 2) for a in (q, k, v))
+        a = (q @ k.transpose(-1, -2) * (d // heads) ** -0.5).softmax(-1)
+        return lin((a @ v).transpose(1, 2).reshape(b, n, d), p + ".to_out.0")
+
+    def transformer(h, ctx, p):
+        b, ch, hh, ww = h.shape
+        heads, q = ch // head, p + ".transformer_blocks.0"
+        y = conv(gn(h, p + ".norm", 1e-6), p + ".proj_in").flatten(2).transpose(1, 2)
+
+        def ln(a, n):
+            return F.layer_norm(a, (ch,), w[f"{q}.{n}.weight"], w[f"{q}.{n}.bias"])
+
+        y = attention(ln(y, "norm1"), ln(y, "norm1"), q + ".attn1", heads) + y
+        y = attention(ln(y, "norm2"), ctx, q + ".attn2", heads) + y
+        a, gate = lin(ln(y, "norm3"), q + ".ff.net.0.proj").chunk(2, -1)
+        y = lin(a * F.gelu(gate), q + ".ff.net.2") + y
+        return conv(y.transpose(1, 2).reshape(b, ch, hh, ww), p + ".proj_out") + h
+
+    half = cfg.model_channels // 2  # the sinusoidal embedding in float32, as the official code
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
+    args = t[:, None].float() * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], -1).double()
+    emb = lin(F.silu(lin(emb, "time_embed.0")), "time_embed.2")
+    ctx = w["cond_stage_model.embedding.weight"][classes.reshape(-1)][:, None]
+    nrb, levels = cfg.num_res_blocks, len(cfg.channel_mult)
+    h = conv(x, "input_blocks.0.0", padding=1)
+    hs, k = [h], 1
+    for i in range(levels):
+        for _ in range(nrb):
+            h = transformer(res(h, emb, f"input_blocks.{k}.0"), ctx, f"input_blocks.{k}.1")
+            hs.append(h)
+            k += 1
+        if i < levels - 1:
+            h = conv(h, f"input_blocks.{k}.0.op", stride=2, padding=1)
+            hs.append(h)
+            k += 1
+    h = res(h, emb, "middle_block.0")
+    h = res(transformer(h, ctx, "middle_block.1"), emb, "middle_block.2")
+    k = 0
+    for i in range(levels):
+        for j in range(nrb + 1):
+            h = torch.cat([h, hs.pop()], 1)
+            h = transformer(res(h, emb, f"output_blocks.{k}.0"), ctx, f"output_blocks.{k}.1")
+            if i < levels - 1 and j == nrb:
+                h = F.interpolate(h, scale_factor=2, mode="nearest")
+                h = conv(h, f"output_blocks.{k}.2.conv", padding=1)
+            k += 1
+    return conv(F.silu(gn(h, "out.0")), "out.2", padding=1)
+
+
+def test_official_checkpoint_loads_and_matches_an_independent_reading_of_the_official_unet(
+    tmp_path,
+):
+    """A tiny checkpoint in the official format (float16, as released) loads through the
+    converter; in float64 its forward equals the official UNet written out by hand."""
+    w = {k: v.half() for k, v in _tiny_weights().items()}
+    torch.save({"model": w, "opt": {}}, tmp_path / "ckpt.pt")
+    model = load_official(tmp_path / "ckpt.pt", TINY).double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64)
+    t, classes = torch.tensor([8, 0]), torch.tensor([[2], [0]])
+    with torch.no_grad():
+        ours = model(x, t, classes)
+        ref = _reference_forward({k: v.double() for k, v in w.items()}, x, t, classes, TINY)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    assert ours.abs().max() > 0.1  # a real signal, not zeros
+    with torch.no_grad():  # and the class matters
+        assert not torch.allclose(model(x, t, torch.tensor([[1], [0]])), ours)
+
+
+def test_load_official_refuses_other_files(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match=r"x.pt: expected \{'model'"):
+        load_official(tmp_path / "x.pt", TINY)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        load_official(tmp_path / "missing.pt", TINY)
+
+
+# ------------------------------------------------------------------ the inference protocol
+def test_official_spacing_visits_the_timesteps_the_official_sampler_did():
+    seen = [a + 1 for a, _ in MANIFEST["sampler_timesteps_seen_by_model"]]  # 0- → 1-indexed
+    assert correction_timesteps(10, 5, spacing="official") == seen == [9, 7, 5, 3, 1]
+    assert correction_timesteps(10, 10, spacing="official") == list(range(10, 0, -1))
+    assert correction_timesteps(10, 3, spacing="official") == [9, 5, 1]
+    assert correction_timesteps(10, 5) == [10, 8, 6, 4, 2]  # n2n's reading of the paper
+    with pytest.raises(ValueError, match="no DDIM respacing"):
+        correction_timesteps(10, 7, spacing="official")
+
+
+def test_correction_equals_the_official_ddim_deviation_loop():
+    """The official loop (respaced DDIM, η = 0, the model output read as the deviation),
+    written out on the 0-indexed squared-cosine schedule, equals n2n's Eq. 13-14."""
+    f = lambda u: math.cos((u / 10 + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    betas = [min(1 - f(i + 1) / f(i), 0.999) for i in range(10)]
+    abar = torch.tensor(betas, dtype=torch.float64).neg().add(1).cumprod(0)  # index 0..9
+    kept = [0, 2, 4, 6, 8]  # "ddim5"
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(1, 4, 8, 8, generator=g, dtype=torch.float64)
+
+    def dod(z, t):  # any smooth function of (z, t)
+        return torch.tanh(a * z) * (1 + t.view(-1, 1, 1, 1) / 10)
+
+    z0 = torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64)
+    z = z0
+    for i in reversed(range(len(kept))):  # the official loop, respaced index i → timestep
+        t0 = kept[i]
+        d = dod(z, torch.full((2,), t0 + 1))  # n2n's δ takes the 1-indexed t
+        x0 = z - (1 - abar[t0]).sqrt() * d
+        z = x0 + (1 - abar[kept[i - 1]]).sqrt() * d if i > 0 else x0
+    ours, _ = correct(dod, z0, make_schedule("cosine", 10), [9, 7, 5, 3, 1])
+    torch.testing.assert_close(ours, z, rtol=1e-10, atol=1e-10)
+
+
+def test_official_maps_reproduce_the_recorded_eq15_maps():
+    """The recorded official maps (image 32 px, latent 4 px): blur, clipping, channel
+    reductions, the latent resize and both combinations, at the border too."""
+    io = load_file(FIX / "maps.safetensors")
+    maps = discrepancy_maps(
+        io["map_z0"], io["map_latent_sample"], io["map_x0"], io["map_image_sample"],
+        tau_l=0.2, tau_p=0.4, sigma_l=1.0, sigma_p=3.0, boundary="official",
+    )  # fmt: skip
+    for ours, key in [
+        ("pixel", "map_image_term"),
+        ("latent", "map_latent_term"),
+        ("geometric", "map_geometric"),
+        ("arithmetic", "map_arithmetic"),
+    ]:
+        torch.testing.assert_close(maps[ours][:, 0], io[key], rtol=1e-5, atol=1e-6)
+    n2n = discrepancy_maps(
+        io["map_z0"], io["map_latent_sample"], io["map_x0"], io["map_image_sample"]
+    )  # our default border handling differs there, and only there
+    diff = (n2n["latent"][:, 0] - io["map_latent_term"]).abs()
+    assert diff.max() > 1e-3 and diff[:, 8:-8, 8:-8].max() < diff.max()
