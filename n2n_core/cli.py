@@ -110,7 +110,25 @@ def _train(args: argparse.Namespace) -> int:
     except TrainingDiverged as exc:
         print(f"error: {exc}")
         return 3
-    print(f"[n2n] trained {summary['steps']} steps in {summary['seconds']:.0f} s -> {args.out}")
+    if "seconds" in summary:
+        print(f"[n2n] trained {summary['steps']} steps in {summary['seconds']:.0f} s -> {args.out}")
+    return 0
+
+
+def _import_official(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from n2n_core import methods
+    from n2n_core.train import DataSpec, adopt
+
+    root = args.root or str(default_root() / args.data)
+    data = DataSpec(args.data, str(Path(root).resolve()), "all")
+    model, cfg, tcfg = methods.get(args.method).import_official(
+        Path(args.checkpoint), args.config, args.classes, args.vae, data
+    )
+    info = {"imported_from": str(Path(args.checkpoint).resolve()), "config": args.config}
+    adopt(args.out, model, cfg, tcfg, data, info)
+    print(f"[n2n] imported {args.checkpoint} -> {args.out}; next: python -m n2n_core evaluate RUN")
     return 0
 
 
@@ -268,6 +286,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="an inference setting of the run's model config, e.g. reverse_steps=10",
     )
     ev.set_defaults(func=_evaluate)
+
+    im = sub.add_parser(
+        "import-official", help="a run folder from a checkpoint released by a paper's authors"
+    )
+    im.add_argument("method", choices=methods.names())
+    im.add_argument("checkpoint", help="the released file, e.g. DeCo-Diff's {'model': state_dict}")
+    im.add_argument(
+        "--config", default="UNet_L", help="UNet_XS..UNet_XL or a JSON file of its arguments"
+    )
+    im.add_argument(
+        "--classes",
+        default="mvtec",
+        help="mvtec | visa (the official class order) or NAME,NAME,...",
+    )
+    im.add_argument("--vae", help="the autoencoder: a folder or hub id (default: the paper's)")
+    im.add_argument("--data", default="mvtec", choices=SOURCES, help="the dataset to evaluate on")
+    im.add_argument("--root", help="dataset root (default: data/<data>)")
+    im.add_argument("--out", required=True, help="the run folder to write")
+    im.set_defaults(func=_import_official)
 
     from n2n_core.reproduce import TARGETS
 

@@ -32,6 +32,7 @@ __all__ = [
     "DataSpec",
     "TrainConfig",
     "TrainingDiverged",
+    "adopt",
     "categories_of",
     "ensure_trained",
     "load_run",
@@ -408,4 +409,30 @@ def ensure_trained(
             return run_dir
         shutil.rmtree(run_dir)  # started but never checkpointed: start over
     train(run_dir, model_cfg, train_cfg, data, until=until)
+    return run_dir
+
+
+def adopt(
+    run_dir: Path | str,
+    model: torch.nn.Module,
+    model_cfg: Any,
+    train_cfg: TrainConfig,
+    data: DataSpec,
+    info: dict[str, Any],
+) -> Path:
+    """A run folder for weights trained elsewhere (e.g. the released checkpoints of a paper):
+    run.json, model.safetensors and train_info.json (``info`` says where they came from), so
+    that ``evaluate`` and ``load_predictor`` treat it like any finished run."""
+    from n2n_core.provenance import environment
+
+    run_dir = Path(run_dir)
+    if (run_dir / "run.json").exists():
+        raise FileExistsError(f"{run_dir} already holds a run: choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(
+        run_dir / "run.json", json.dumps(_record(model_cfg, train_cfg, data), indent=2) + "\n"
+    )
+    _save_model(model, run_dir / "model.safetensors")
+    info = {"steps": 0, "seconds": 0.0, **info, "environment": environment()}
+    atomic_write_text(run_dir / "train_info.json", json.dumps(info, indent=2) + "\n")
     return run_dir

@@ -225,3 +225,48 @@ def test_official_maps_reproduce_the_recorded_eq15_maps():
     )  # our default border handling differs there, and only there
     diff = (n2n["latent"][:, 0] - io["map_latent_term"]).abs()
     assert diff.max() > 1e-3 and diff[:, 8:-8, 8:-8].max() < diff.max()
+
+
+# ------------------------------------------------------------------ import + evaluate
+def test_import_official_then_evaluate_end_to_end(tmp_path):
+    """A tiny official-format checkpoint and a tiny local AutoencoderKL folder become an
+    ordinary run folder that `evaluate` scores, one row per test image in scores.csv."""
+    import csv
+
+    from n2n_core import cli
+    from n2n_core.data import fixtures
+    from n2n_core.models.vae import VAEConfig, make_autoencoder
+
+    torch.manual_seed(0)
+    make_autoencoder(VAEConfig(channels=(8, 8, 8, 8), norm_num_groups=4)).save_pretrained(
+        tmp_path / "vae"
+    )  # f = 8, like the SD VAE
+    torch.save({"model": {k: v.half() for k, v in _tiny_weights().items()}}, tmp_path / "c.pt")
+    (tmp_path / "tiny.json").write_text(json.dumps(MANIFEST["tiny_config"]))
+    cats = ("bottle", "carpet", "cable")
+    root = fixtures.write_mvtec(tmp_path / "mvtec", categories=cats, n_test=2, size=64)
+    run = tmp_path / "run"
+    args = ["import-official", "decodiff", str(tmp_path / "c.pt"), "--config"]
+    args += [str(tmp_path / "tiny.json"), "--classes", ",".join(cats), "--vae"]
+    args += [str(tmp_path / "vae"), "--data", "mvtec", "--root", str(root), "--out", str(run)]
+    assert cli.main(args) == 0
+    info = json.loads((run / "train_info.json").read_text())
+    assert info["imported_from"].endswith("c.pt")
+    assert cli.main(["evaluate", str(run)]) == 0
+    rows = list(csv.DictReader((run / "scores.csv").open()))
+    assert len(rows) == 3 * 2 * 3  # 3 categories × (2 good + 2 per defect type × 2 types)
+    assert {r["category"] for r in rows} == set(cats)
+    ev = json.loads((run / "eval_info.json").read_text())
+    assert ev["timesteps"] == [9, 7, 5, 3, 1] and ev["network"] == "official"
+    # the imported weights are the ones evaluated
+    from n2n_core.evaluate import load_predictor
+
+    _, cfg, detector = load_predictor(run)
+    w = convert_official({k: v.half() for k, v in _tiny_weights().items()}, cfg.official_config)
+    torch.testing.assert_close(
+        detector.model.net.class_embedding.weight, w["class_embedding.weight"].float()
+    )
+    # a checkpoint for other classes fails naming the key
+    args[args.index("--classes") + 1] = "bottle,carpet"
+    args[-1] = str(tmp_path / "run2")
+    assert cli.main(args) == 2

@@ -131,6 +131,13 @@ class Method:
         classes = getattr(cfg, "classes", ())
         return classes.index(category) if classes else 0
 
+    def import_official(
+        self, checkpoint: Path, config: str, classes: str, vae: str | None, data: DataSpec
+    ) -> tuple[nn.Module, Any, TrainConfig]:
+        """(model, model config, training config) of a checkpoint released by the method's
+        authors, for ``train.adopt``; methods without released weights refuse."""
+        raise ValueError(f"{self.name} has no importer for official checkpoints")
+
     def eval_info(self, cfg: Any) -> dict[str, Any]:
         """How a prediction was made, for eval_info.json."""
         return {}

@@ -47,7 +47,7 @@ from n2n_core.deviation import (
 from n2n_core.methods.base import Ablation, Feed, Method, Prediction, Stage
 from n2n_core.models import DenoiserConfig, make_denoiser
 from n2n_core.models.ldm_unet import PRESETS as OFFICIAL_UNETS
-from n2n_core.models.ldm_unet import OfficialDoD, OfficialUNetConfig
+from n2n_core.models.ldm_unet import OfficialDoD, OfficialUNetConfig, load_official
 from n2n_core.models.vae import SD_VAE, AutoencoderTrainer, LatentVAE, VAEConfig, with_scale
 from n2n_core.models.vae import load_vae as load_vae_folder
 from n2n_core.schedules import make_schedule
@@ -182,6 +182,19 @@ PROFILES = {
         sigma_p=1.0,
     ),
 }
+
+
+# the class ids of the released checkpoints (the official data loaders)
+OFFICIAL_CLASSES = {
+    "mvtec": (
+        "capsule", "bottle", "grid", "leather", "metal_nut", "tile", "transistor", "zipper",
+        "cable", "carpet", "hazelnut", "pill", "screw", "toothbrush", "wood",
+    ),
+    "visa": (
+        "candle", "cashew", "fryum", "macaroni2", "pcb2", "pcb4", "capsules", "chewinggum",
+        "macaroni1", "pcb1", "pcb3", "pipe_fryum",
+    ),
+}  # fmt: skip
 
 
 TRAIN_PROFILES = {
@@ -439,6 +452,31 @@ class DeCoDiffMethod(Method):
             extras[k] = res[k].float()
             extras[f"score_{k}"] = image_score(extras[k])
         return Prediction(extras[cfg.anomaly_map], extras[f"score_{cfg.anomaly_map}"], extras)
+
+    def import_official(
+        self, checkpoint: Path, config: str, classes: str, vae: str | None, data: DataSpec
+    ) -> tuple[DeCoDiff, DeCoDiffConfig, TrainConfig]:
+        """A released DeCo-Diff checkpoint as a paper-profile model: ``config`` a preset name
+        (UNet_XS … UNet_XL) or a JSON file of the official ``create_unet_model`` arguments;
+        ``classes`` "mvtec" / "visa" (the official class ids) or comma-separated names."""
+        if config in OFFICIAL_UNETS:
+            unet = OFFICIAL_UNETS[config]
+        elif Path(config).is_file():
+            unet = OfficialUNetConfig.from_file(config)
+        else:
+            raise ValueError(
+                f"--config {config!r}: expected one of {sorted(OFFICIAL_UNETS)} or a JSON file"
+            )
+        names = OFFICIAL_CLASSES.get(classes) or tuple(c for c in classes.split(",") if c)
+        base = PROFILES["paper"]
+        cfg = replace(
+            base, image_size=unet.latent_size * base.vae.factor, official_unet=unet,
+            classes=names, vae=replace(base.vae, pretrained=vae or base.vae.pretrained),
+        ).derived()  # fmt: skip
+        net = load_official(checkpoint, cfg.official_config)  # checks every key and shape
+        model = DeCoDiff(cfg)
+        model.net.load_state_dict(net.state_dict())
+        return model.eval(), cfg, replace(TRAIN_PROFILES["paper"], steps=0)
 
     def eval_info(self, cfg: DeCoDiffConfig) -> dict[str, Any]:
         return {
