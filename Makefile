@@ -30,10 +30,11 @@ reproduce: install
 	$(PY) -m n2n_core notebooks --profile $(PROFILE) --out runs/$(PROFILE)
 	$(if $(filter paper,$(PROFILE)),$(MAKE) tables)
 
-## the Table 3 ablation sweep of notebook 06 (8 more trainings, ≈ 20 min on 2 CPU cores in smoke),
-## left out of make reproduce and make test: runs/$(PROFILE)/ablations/06_diffusionad_inference.ipynb
+## both papers' Tables 3-4 (smoke: on the embedded data, DiffusionAD's Table 3 is 8 more trainings,
+## ≈ 30 min on 2 CPU cores), left out of make reproduce and make test: runs/$(PROFILE)/<target>/report.md
+ABLATIONS ?= $(if $(filter paper,$(PROFILE)),diffusionad-ablations decodiff-ablations,diffusionad-ablations-synthetic decodiff-ablations-synthetic)
 ablations: install
-	$(PY) -m n2n_core notebooks --only 06 --profile $(PROFILE) --param ablations=True --out runs/$(PROFILE)/ablations
+	for t in $(ABLATIONS); do $(PY) -m n2n_core reproduce $$t --profile $(PROFILE) || exit 1; done
 
 ## one paper table per target: runs/$(PROFILE)/<target>/{report.md,report.csv,...}
 tables: install

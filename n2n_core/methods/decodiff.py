@@ -8,8 +8,9 @@ deviation (Eq. 10-12). One model for every category (multi-class).
 
 Inference (§4.3): deviation correction (Eq. 13-14) from the encoded test image, decoding,
 and the anomaly map of Eq. 15. Where the paper is silent we follow the official code
-(github.com/farzad-bz/DeCo-Diff): the network is conditioned on the category index (here a
-learned class embedding added to the time embedding; the code uses cross-attention); one
+(github.com/farzad-bz/DeCo-Diff): the network is conditioned on the category index (the
+official LDM UNet with cross-attention to the class in the paper profile, ``network="official"``;
+a class embedding added to the time embedding in n2n's small smoke UNet); one
 patch size per batch; maps are blurred; the image score is the maximum of the map (with a
 blurred map the max is a small-region average, and a single defect region decides whether
 an image is anomalous). The pixel discrepancy of Eq. 15 compares x̃0 with the test image x0
