@@ -126,40 +126,29 @@ def _key_map(cfg: OfficialUNetConfig) -> dict[str, str]:
         "out.2": "unet.conv_out",
     }
 
-    def block(src: str, dst: str) -> None:
-        for a, b in resnet.items():
-            m[f"{src}.0.{a}"] = f"{dst[0]}.{b}"
-        m[f"{src}.1"] = dst[1]
+    def resnet_block(src: str, dst: str) -> None:
+        m.update({f"{src}.{a}": f"{dst}.{b}" for a, b in resnet.items()})
+
+    def level(src: str, dst: str, j: int) -> None:  # a residual block + its transformer
+        resnet_block(f"{src}.0", f"{dst}.resnets.{j}")
+        m[f"{src}.1"] = f"{dst}.attentions.{j}"
 
     nrb, n = cfg.num_res_blocks, len(cfg.channel_mult)
-    for i in range(n):
+    for i in range(n):  # LDM's input_blocks: [conv_in], then per level nrb blocks (+ downsample)
         for j in range(nrb):
-            k = 1 + i * (nrb + 1) + j
-            block(
-                f"input_blocks.{k}",
-                (f"unet.down_blocks.{i}.resnets.{j}", f"unet.down_blocks.{i}.attentions.{j}"),
-            )
+            level(f"input_blocks.{1 + i * (nrb + 1) + j}", f"unet.down_blocks.{i}", j)
         if i < n - 1:
-            m[f"input_blocks.{(i + 1) * (nrb + 1)}.0.op"] = (
-                f"unet.down_blocks.{i}.downsamplers.0.conv"
-            )
-    for j, part in enumerate(("resnets.0", "attentions.0", "resnets.1")):
-        if part.startswith("resnets"):
-            for a, b in resnet.items():
-                m[f"middle_block.{j}.{a}"] = f"unet.mid_block.{part}.{b}"
-        else:
-            m[f"middle_block.{j}"] = f"unet.mid_block.{part}"
-    for i in range(n):
+            down = f"input_blocks.{(i + 1) * (nrb + 1)}.0.op"
+            m[down] = f"unet.down_blocks.{i}.downsamplers.0.conv"
+    resnet_block("middle_block.0", "unet.mid_block.resnets.0")
+    m["middle_block.1"] = "unet.mid_block.attentions.0"
+    resnet_block("middle_block.2", "unet.mid_block.resnets.1")
+    for i in range(n):  # output_blocks: per level nrb + 1 blocks (+ upsample), deepest first
         for j in range(nrb + 1):
-            k = i * (nrb + 1) + j
-            block(
-                f"output_blocks.{k}",
-                (f"unet.up_blocks.{i}.resnets.{j}", f"unet.up_blocks.{i}.attentions.{j}"),
-            )
+            level(f"output_blocks.{i * (nrb + 1) + j}", f"unet.up_blocks.{i}", j)
         if i < n - 1:
-            m[f"output_blocks.{i * (nrb + 1) + nrb}.2.conv"] = (
-                f"unet.up_blocks.{i}.upsamplers.0.conv"
-            )
+            up = f"output_blocks.{i * (nrb + 1) + nrb}.2.conv"
+            m[up] = f"unet.up_blocks.{i}.upsamplers.0.conv"
     return m
 
 
