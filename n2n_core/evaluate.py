@@ -110,8 +110,7 @@ def predict_categories(
     method, cfg, model = load_predictor(run_dir, device, overrides)
     data = methods.load_run(run_dir)[2]
     for cat in categories_of(data):
-        samples = load_samples(data.source, data.root, cat, "test")
-        ds = AnomalyDataset(samples, cfg.image_size, (-1.0, 1.0))
+        ds = method.dataset(cfg, load_samples(data.source, data.root, cat, "test"))
         start = time.perf_counter()
         pred, masks, labels = predict_dataset(
             method, model, ds, method.class_index(cfg, cat), seed, device

@@ -270,3 +270,33 @@ def test_import_official_then_evaluate_end_to_end(tmp_path):
     args[args.index("--classes") + 1] = "bottle,carpet"
     args[-1] = str(tmp_path / "run2")
     assert cli.main(args) == 2
+
+
+def test_official_preprocessing_resizes_bicubic_then_crops_the_centre(tmp_path):
+    """288 → 256 in the paper profile; here 100 px → 72 → the centre 64 (offset 4): images
+    bicubic, masks bicubic then > 0 (a defect grows by the filter's reach, never vanishes)."""
+    import numpy as np
+    from PIL import Image
+
+    from n2n_core.data import AnomalyDataset
+    from n2n_core.data.samples import Sample
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    mask = np.zeros((100, 100), dtype=np.uint8)
+    mask[50, 50] = 255  # one pixel
+    Image.fromarray(img).save(tmp_path / "x.png")
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    s = Sample(tmp_path / "x.png", tmp_path / "m.png", 1, "d", "c", "test")
+    item = AnomalyDataset([s], 64, (0.0, 1.0), load_size=72)[0]
+    big = np.asarray(Image.fromarray(img).resize((72, 72), Image.Resampling.BICUBIC))
+    expected = torch.from_numpy(big[4:68, 4:68].copy()).permute(2, 0, 1).float() / 255
+    torch.testing.assert_close(item["image"], expected)
+    m = item["mask"][0]
+    assert (
+        m.shape == (64, 64)
+        and 1 <= int(m.sum()) <= 16
+        and m[32 - 4 : 32 + 4, 32 - 4 : 32 + 4].sum() > 0
+    )
+    with pytest.raises(ValueError, match="load_size 32 must be at least image_size 64"):
+        AnomalyDataset([s], 64, load_size=32)

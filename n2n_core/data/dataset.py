@@ -6,7 +6,9 @@ Decisions (each tested):
 - masks are binarised with ``> 0`` (MVTec stores 0/255, raw VisA small labels, some 0/1);
 - a mask whose size differs from its image is an **error**, not a silent resize: in these
   datasets a size mismatch means a wrong pairing;
-- images are resized bilinearly (antialiased), masks with nearest neighbour.
+- images are resized bilinearly (antialiased), masks with nearest neighbour; or, with
+  ``load_size``, as the official DeCo-Diff code does: both resized bicubically to ``load_size``
+  (masks then ``> 0``), then the centre ``image_size`` square cropped (288 → 256).
 """
 
 from __future__ import annotations
@@ -62,6 +64,15 @@ def _resize(a: np.ndarray, size: int, nearest: bool) -> np.ndarray:
     return out > 127 if a.dtype == bool else out
 
 
+def _resize_crop(a: np.ndarray, load_size: int, size: int) -> np.ndarray:
+    """Bicubic resize to load_size (a mask: its 0/255 image, then > 0), centre crop size."""
+    im = Image.fromarray(a.astype(np.uint8) * (255 if a.dtype == bool else 1))
+    out = np.asarray(im.resize((load_size, load_size), Image.Resampling.BICUBIC))
+    top = int(round((load_size - size) / 2))
+    out = out[top : top + size, top : top + size]
+    return out > 0 if a.dtype == bool else out
+
+
 class AnomalyDataset(torch.utils.data.Dataset):
     """Samples → dicts with ``image`` (3, S, S) float32 in ``value_range``, ``mask`` (1, S, S)
     float32 in {0, 1} (zeros for normal images), ``label``, ``index`` and ``path``.
@@ -76,6 +87,7 @@ class AnomalyDataset(torch.utils.data.Dataset):
         image_size: int = 256,
         value_range: tuple[float, float] = (-1.0, 1.0),
         foreground: Sequence[np.ndarray | None] | None = None,
+        load_size: int | None = None,
     ) -> None:
         if not samples:
             raise DatasetError("no samples: the split is empty")
@@ -86,8 +98,15 @@ class AnomalyDataset(torch.utils.data.Dataset):
             raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
         if foreground is not None and len(foreground) != len(samples):
             raise ValueError(f"foreground has {len(foreground)} masks for {len(samples)} samples")
+        if load_size is not None and load_size < image_size:
+            raise ValueError(f"load_size {load_size} must be at least image_size {image_size}")
         self.samples, self.image_size, self.value_range = list(samples), image_size, value_range
-        self.foreground = foreground
+        self.foreground, self.load_size = foreground, load_size
+
+    def _fit(self, a: np.ndarray, nearest: bool) -> np.ndarray:
+        if self.load_size is not None:
+            return _resize_crop(a, self.load_size, self.image_size)
+        return _resize(a, self.image_size, nearest)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -105,10 +124,10 @@ class AnomalyDataset(torch.utils.data.Dataset):
         else:
             mask = np.zeros(img.shape[:2], dtype=bool)
         lo, hi = self.value_range
-        x = torch.from_numpy(_resize(img, self.image_size, nearest=False).copy())
+        x = torch.from_numpy(self._fit(img, nearest=False).copy())
         item: dict[str, object] = {
             "image": x.permute(2, 0, 1).float().mul_((hi - lo) / 255.0).add_(lo),
-            "mask": torch.from_numpy(_resize(mask, self.image_size, nearest=True).copy())[None].float(),
+            "mask": torch.from_numpy(self._fit(mask, nearest=True).copy())[None].float(),
             "label": s.label,
             "index": index,
             "path": str(s.image),
@@ -116,5 +135,5 @@ class AnomalyDataset(torch.utils.data.Dataset):
         if self.foreground is not None:
             fg = self.foreground[index]
             fg = np.ones(img.shape[:2], dtype=bool) if fg is None else fg
-            item["foreground"] = torch.from_numpy(_resize(fg, self.image_size, nearest=True).copy())[None].float()
+            item["foreground"] = torch.from_numpy(self._fit(fg, nearest=True).copy())[None].float()
         return item

@@ -21,10 +21,12 @@ def training_images(
     cache_dir: Path | None = None,
     foreground: bool = False,
     foreground_dir: str | None = None,
+    load_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A category's training images as uint8 (N, 3, S, S) and, if ``foreground`` and the
     category is an object, its foreground masks (N, 1, S, S) (else None), estimated once and
-    cached under ``cache_dir`` or read from ``foreground_dir``."""
+    cached under ``cache_dir`` or read from ``foreground_dir``. ``load_size``: resize there and
+    crop the centre (``AnomalyDataset``)."""
     samples = load_samples(source, root, category, "train")
     fgs = None
     if foreground and not is_texture(source, category):
@@ -33,7 +35,7 @@ def training_images(
             cache_dir=None if cache_dir is None else cache_dir / "foreground",
             precomputed=foreground_dir,
         )
-    ds = AnomalyDataset(samples, size, (0.0, 1.0), foreground=fgs)
+    ds = AnomalyDataset(samples, size, (0.0, 1.0), foreground=fgs, load_size=load_size)
     items = [ds[i] for i in range(len(ds))]
     images = torch.stack([(it["image"] * 255).round().to(torch.uint8) for it in items])
     fg = None if fgs is None else torch.stack([it["foreground"] > 0.5 for it in items])

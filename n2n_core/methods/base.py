@@ -127,6 +127,12 @@ class Method:
         (the run's ``classes`` order, 0 for one-category runs); ``g`` draws any noise."""
         raise NotImplementedError
 
+    def dataset(self, cfg: Any, samples: list) -> Any:
+        """The test images as the method's ``predict`` takes them (in [-1, 1])."""
+        from n2n_core.data import AnomalyDataset
+
+        return AnomalyDataset(samples, cfg.image_size, (-1.0, 1.0))
+
     def class_index(self, cfg: Any, category: str) -> int:
         classes = getattr(cfg, "classes", ())
         return classes.index(category) if classes else 0

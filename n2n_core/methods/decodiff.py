@@ -71,6 +71,7 @@ __all__ = [
 @dataclass(frozen=True)
 class DeCoDiffConfig:
     image_size: int = 256
+    load_size: int | None = None  # resize here, then centre crop image_size (official: 288)
     vae: VAEConfig = field(default_factory=lambda: VAEConfig(pretrained=SD_VAE))
     unet: DenoiserConfig = field(
         default_factory=lambda: DenoiserConfig(
@@ -164,6 +165,7 @@ PROFILES = {
         spacing="official",
         boundary="official",
         pixel_reference="reconstruction",
+        load_size=288,
     ),
     # CPU minutes: 64 px, a small KL-f4 autoencoder trained on the data (16²×4 latents), a
     # 32-base attention UNet; the map blur scaled with the resolution.
@@ -300,7 +302,10 @@ def latent_training_set(
     if missing:
         raise ValueError(f"categories {missing} are not in the model's classes {cfg.classes}")
     parts = [
-        training_images(data.source, data.root, c, cfg.image_size, Path(run_dir))[0] for c in cats
+        training_images(
+            data.source, data.root, c, cfg.image_size, Path(run_dir), load_size=cfg.load_size
+        )[0]
+        for c in cats
     ]
     labels = [
         torch.full((len(p),), cfg.classes.index(c) if cfg.classes else 0)
@@ -470,14 +475,20 @@ class DeCoDiffMethod(Method):
             )
         names = OFFICIAL_CLASSES.get(classes) or tuple(c for c in classes.split(",") if c)
         base = PROFILES["paper"]
+        size = unet.latent_size * base.vae.factor
         cfg = replace(
-            base, image_size=unet.latent_size * base.vae.factor, official_unet=unet,
+            base, image_size=size, load_size=size * 9 // 8, official_unet=unet,  # 256 → 288
             classes=names, vae=replace(base.vae, pretrained=vae or base.vae.pretrained),
         ).derived()  # fmt: skip
         net = load_official(checkpoint, cfg.official_config)  # checks every key and shape
         model = DeCoDiff(cfg)
         model.net.load_state_dict(net.state_dict())
         return model.eval(), cfg, replace(TRAIN_PROFILES["paper"], steps=0)
+
+    def dataset(self, cfg: DeCoDiffConfig, samples: list) -> Any:
+        from n2n_core.data import AnomalyDataset
+
+        return AnomalyDataset(samples, cfg.image_size, (-1.0, 1.0), load_size=cfg.load_size)
 
     def eval_info(self, cfg: DeCoDiffConfig) -> dict[str, Any]:
         return {
