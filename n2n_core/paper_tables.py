@@ -25,6 +25,9 @@ TABLES = {
     "decodiff_table2": "VisA, multi-class, mean of 12 categories (Table 2)",
     "decodiff_table3": "correction strategy × reverse steps, MVTec AD (Table 3)",
     "decodiff_table4": "discrepancy levels, MVTec AD (Table 4)",
+    # not a paper table: the official README's results of its released UNet_L weights (its
+    # AUPRO on a 200-threshold grid); what an import-official run is compared with
+    "decodiff_released": "released UNet_L weights, MVTec AD and VisA (official README)",
 }
 
 
