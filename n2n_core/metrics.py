@@ -301,9 +301,14 @@ def grid_pro_curve(
     masks: object,
     num_thresholds: int = 200,
     fpr_limit: float = 0.3,
+    rescale: str = "minmax",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The curve behind ``aupro_grid``: (FPR min-max rescaled to [0, 1], PRO) at the grid
-    thresholds whose FPR is below ``fpr_limit``, from high to low threshold."""
+    """The curve behind ``aupro_grid``: (FPR rescaled to [0, 1], PRO) at the grid thresholds
+    whose FPR is below ``fpr_limit``, from high to low threshold. ``rescale="minmax"``:
+    (FPR − min)/(max − min), the CFlow-style codebases (official DiffusionAD); ``"max"``:
+    FPR/max, the official DeCo-Diff evaluation."""
+    if rescale not in ("minmax", "max"):
+        raise ValueError(f"rescale must be 'minmax' or 'max', got {rescale!r}")
     a = _as_maps(maps)
     m = _as_binary(masks, "masks", a.shape)
     if not m.any():
@@ -330,6 +335,8 @@ def grid_pro_curve(
     fpr, pro = fpr[keep], pro[keep]
     if fpr.size < 2 or fpr.max() == fpr.min():
         return np.full(fpr.size, np.nan), pro
+    if rescale == "max":
+        return fpr / fpr.max(), pro
     return (fpr - fpr.min()) / (fpr.max() - fpr.min()), pro
 
 
@@ -338,9 +345,11 @@ def aupro_grid(
     masks: object,
     num_thresholds: int = 200,
     fpr_limit: float = 0.3,
+    rescale: str = "minmax",
 ) -> float:
     """**Paper-compatible approximation**, opt-in: the AUPRO of CFlow-style paper codebases
-    (the official DiffusionAD code uses it with 1000 thresholds).
+    (the official DiffusionAD code uses it with 1000 thresholds; the official DeCo-Diff code
+    with 200 and ``rescale="max"``).
 
     ``num_thresholds`` thresholds from the maps' min in steps of (max − min)/num_thresholds;
     a pixel is positive when its score is > the threshold; PRO averages the per-region
@@ -349,7 +358,7 @@ def aupro_grid(
     on how the thresholds happen to fall (not invariant under monotone transforms), and it is
     NaN when fewer than two distinct FPRs survive. Prefer ``pixel_metrics`` (exact).
     """
-    x, pro = grid_pro_curve(maps, masks, num_thresholds, fpr_limit)
+    x, pro = grid_pro_curve(maps, masks, num_thresholds, fpr_limit, rescale)
     if x.size < 2 or np.isnan(x).any():
         warnings.warn("aupro_grid: fewer than two distinct FPRs below the limit: NaN", stacklevel=2)
         return float("nan")

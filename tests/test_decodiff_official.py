@@ -258,6 +258,10 @@ def test_import_official_then_evaluate_end_to_end(tmp_path):
     assert {r["category"] for r in rows} == set(cats)
     ev = json.loads((run / "eval_info.json").read_text())
     assert ev["timesteps"] == [9, 7, 5, 3, 1] and ev["network"] == "official"
+    grid = ev["pixel_aupro_grid200_max_official"]  # beside the exact AUPRO, named so
+    assert set(grid) == {*cats, "mean"} and "pixel_aupro_grid" not in json.loads(
+        (run / "metrics.json").read_text()
+    )
     # the imported weights are the ones evaluated
     from n2n_core.evaluate import load_predictor
 

@@ -197,6 +197,10 @@ def test_grid_aupro_matches_a_direct_threshold_loop():
     x = (fprs[keep] - fprs[keep].min()) / (fprs[keep].max() - fprs[keep].min())
     expected = auc(x, pros[keep])  # what the paper codebases call
     assert M.aupro_grid(maps, masks, n) == pytest.approx(expected, abs=1e-12)
+    # the official DeCo-Diff evaluation divides the kept FPRs by their maximum instead
+    official = auc(fprs[keep] / fprs[keep].max(), pros[keep])
+    assert M.aupro_grid(maps, masks, n, rescale="max") == pytest.approx(official, abs=1e-12)
+    assert official != pytest.approx(expected, abs=1e-6)  # the two conventions differ
 
 
 def test_grid_aupro_nan_when_one_point_survives():

@@ -133,6 +133,10 @@ class Method:
 
         return AnomalyDataset(samples, cfg.image_size, (-1.0, 1.0))
 
+    # the official code's grid AUPRO (thresholds, FPR rescaling of metrics.aupro_grid), which
+    # evaluate reports beside the exact one in eval_info.json; None: none
+    official_grid_aupro: ClassVar[tuple[int, str] | None] = None
+
     def class_index(self, cfg: Any, category: str) -> int:
         classes = getattr(cfg, "classes", ())
         return classes.index(category) if classes else 0

@@ -294,6 +294,7 @@ class DiffusionADMethod(Method):
     per_category = True
     eval_batch_size = 16
     reproduce_notebook = "10"
+    official_grid_aupro = (1000, "minmax")  # the official code: 1000 thresholds, min-max FPR
     ablations: ClassVar = {
         "diffusionad_table3": (  # the sub-networks (§4.4): each trained on its own
             Ablation("SegmentationAD", train={"variant": "segmentation_only"}),
