@@ -160,11 +160,13 @@ def _reproduce(args: argparse.Namespace) -> int:
     t = TARGETS[args.target]
     out = Path(args.runs or run_folder(args.target, args.profile)).resolve()
     notebook = methods.get(t.method).reproduce_notebook
-    if notebook is None or t.ablations:  # no report notebook: the same steps in-process
+    if args.weights and not args.runs:
+        out = out.with_name(f"{args.target}-released")
+    if notebook is None or t.ablations or args.weights:  # the same steps in-process
         table = reproduce(
             args.target, args.profile, args.root, out, args.categories or None,
             {"train.steps": args.steps} if args.steps else None, args.download,
-            tables=args.tables,
+            tables=args.tables, weights=args.weights, weights_config=args.config, vae=args.vae,
         )  # fmt: skip
         for row, m in table.items():
             print(f"[n2n] {row}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
@@ -318,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--download", action="store_true", help="download the dataset first if it is missing"
     )
+    rp.add_argument(
+        "--weights", help="evaluate the authors' released checkpoint instead of training "
+        "(decodiff-mvtec, decodiff-visa); with --config and --vae as import-official",
+    )  # fmt: skip
+    rp.add_argument("--config", default="UNet_L", help="with --weights: the official UNet")
+    rp.add_argument("--vae", help="with --weights: the autoencoder folder or hub id")
     rp.add_argument(
         "--tables", nargs="*", help="ablation targets: a subset of the paper tables, e.g. "
         "diffusionad_table4 (default: all of the method's)",

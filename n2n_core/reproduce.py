@@ -19,7 +19,7 @@ from n2n_core import paper_tables
 from n2n_core.io import atomic_write_csv, atomic_write_text
 from n2n_core.metrics import METRIC_KEYS, mean_table
 
-__all__ = ["TARGETS", "Target", "reproduce", "run_folder"]
+__all__ = ["RELEASED", "TARGETS", "Target", "reproduce", "run_folder"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Target:
     tables: tuple[str, ...] = ()  # paper tables to compare with (may be empty)
     paper_method: str = ""  # the method's row name in those tables
     ablations: bool = False  # the method's ablation tables (``Method.ablations``) instead
+    released: str = ""  # the table of the authors' released weights (``reproduce --weights``)
 
 
 TARGETS = {
@@ -37,8 +38,12 @@ TARGETS = {
     ),
     "diffusionad-dagm": Target("diffusionad", "dagm", ("diffusionad_table5",), "DiffusionAD"),
     "diffusionad-mvtec": Target("diffusionad", "mvtec", (), "DiffusionAD"),  # no MVTec table
-    "decodiff-mvtec": Target("decodiff", "mvtec", ("decodiff_table1",), "DeCo-Diff"),
-    "decodiff-visa": Target("decodiff", "visa", ("decodiff_table2",), "DeCo-Diff"),
+    "decodiff-mvtec": Target(
+        "decodiff", "mvtec", ("decodiff_table1",), "DeCo-Diff", released="decodiff_released"
+    ),
+    "decodiff-visa": Target(
+        "decodiff", "visa", ("decodiff_table2",), "DeCo-Diff", released="decodiff_released"
+    ),
     "diffusionad-synthetic": Target("diffusionad", "synthetic", (), "DiffusionAD"),
     "decodiff-synthetic": Target("decodiff", "synthetic", (), "DeCo-Diff"),
     # Tables 3-4 of each paper (Method.ablations): <method>-ablations on the paper's dataset,
@@ -54,6 +59,7 @@ TARGETS = {
     # the non-diffusion reference: no paper table, ours only
     **{f"patchknn-{d}": Target("patchknn", d) for d in ("synthetic", "mvtec", "visa", "dagm")},
 }  # fmt: skip
+RELEASED = sorted(name for name, t in TARGETS.items() if t.released)  # accept --weights
 
 
 def run_folder(target: str, profile: str) -> Path:
@@ -65,12 +71,15 @@ def run_folder(target: str, profile: str) -> Path:
     return default_runs() / profile / (t.method if t.dataset == "synthetic" else target)
 
 
-def _paper_numbers(target: Target) -> dict[str, dict[str, float]]:
-    """category (lower case) → metric → the paper's value in [0, 1]."""
+def _paper_numbers(target: Target, released: bool = False) -> dict[str, dict[str, float]]:
+    """category (lower case) → metric → the paper's value in [0, 1] (``released``: the
+    authors' released weights' values instead)."""
     out: dict[str, dict[str, float]] = {}
-    for name in target.tables:
+    for name in (target.released,) if released else target.tables:
         for r in paper_tables.load(name):
-            if r["method"] == target.paper_method and r["metric"] in METRIC_KEYS:
+            if released and r["dataset"] != target.dataset:
+                continue
+            if (released or r["method"] == target.paper_method) and r["metric"] in METRIC_KEYS:
                 cat = str(r["category"]).lower()
                 out.setdefault(cat, {})[str(r["metric"])] = float(r["value"]) / 100
     return out
@@ -128,13 +137,19 @@ def reproduce(
     download: bool = False,
     seed: int | None = None,
     tables: list[str] | None = None,
+    weights: Path | str | None = None,
+    weights_config: str = "UNet_L",
+    vae: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """Train/evaluate every category of ``target`` and write the comparison report; returns
     our per-category metrics with their mean (an ablation target: per table row, the mean
     over categories). ``overrides``: settings replacing the profile's (``{"train.steps": 5}``
     or ``{"model": {...}, "train": {...}}``); ``seed``: the training seed; ``tables``: for an
     ablation target, which of the method's tables (default all). ``download``: fetch the
-    dataset into ``root``'s parent folder first if ``root`` does not exist yet."""
+    dataset into ``root``'s parent folder first if ``root`` does not exist yet. ``weights``:
+    evaluate the authors' released checkpoint instead of training (``import-official``; its
+    ``weights_config`` and ``vae``) into ``runs`` (default ``runs/<profile>/<target>-released``),
+    reported beside the paper's table and the released weights' own results."""
     from n2n_core.data import list_categories
     from n2n_core.evaluate import evaluate_run
     from n2n_core.run_files import metrics_per_category
@@ -142,6 +157,8 @@ def reproduce(
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; known: {sorted(TARGETS)}")
     t = TARGETS[target]
+    if weights is not None and not t.released:
+        raise ValueError(f"{target}: no released weights to evaluate (--weights is for {RELEASED})")
     root = _data_root(t, root, download)
     cats = categories or list_categories(t.dataset, root)
     overrides = {**(overrides or {}), **({} if seed is None else {"train.seed": seed})}
@@ -149,6 +166,8 @@ def reproduce(
         return _ablations(
             target, profile, root, runs, cats, categories is not None, overrides, tables
         )
+    if weights is not None:
+        return _released(target, profile, root, runs, Path(weights), weights_config, vae)
     out = Path(runs) if runs else run_folder(target, profile)
 
     def done(run: Path) -> bool:  # evaluated after the model was last written
@@ -162,6 +181,32 @@ def reproduce(
         ours |= {c: r for c, r in metrics_per_category(run).items() if c != "mean"}
     table = mean_table(ours)
     _write_report(out, target, profile, table, _paper_numbers(t))
+    return table
+
+
+def _released(
+    target: str, profile: str, root: Path, runs: Path | str | None, weights: Path,
+    config: str, vae: str | None,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Import the released checkpoint once, evaluate it once, report it."""
+    from n2n_core.evaluate import evaluate_run
+    from n2n_core.methods import get
+    from n2n_core.run_files import metrics_per_category
+    from n2n_core.train import DataSpec, adopt
+
+    t = TARGETS[target]
+    out = Path(runs) if runs else run_folder(target, profile).with_name(f"{target}-released")
+    if not (out / "run.json").is_file():
+        data = DataSpec(t.dataset, str(root.resolve()), "all")
+        model, cfg, tcfg = get(t.method).import_official(weights, config, t.dataset, vae, data)
+        adopt(
+            out, model, cfg, tcfg, data, {"imported_from": str(weights.resolve()), "config": config}
+        )
+    if not (out / "metrics.json").is_file():
+        evaluate_run(out)
+    ours = {c: r for c, r in metrics_per_category(out).items() if c != "mean"}
+    table = mean_table(ours)
+    _write_report(out, target, profile, table, _paper_numbers(t), _paper_numbers(t, True))
     return table
 
 
@@ -258,20 +303,25 @@ def _write_report(
     profile: str,
     table: dict[str, dict[str, float]],
     paper: dict[str, dict[str, float]],
+    released: dict[str, dict[str, float]] | None = None,
 ) -> None:
     rows = []
     for cat, metrics in table.items():
         for k in METRIC_KEYS:
             p = paper.get(cat.lower(), {}).get(k)
             rows.append((cat, k, metrics[k], p, None if p is None else metrics[k] - p))
-    atomic_write_csv(
-        out / "report.csv",
-        ["category", "metric", "ours", "paper", "delta"],
-        [
-            [cat, k, f"{o:.4f}", "" if p is None else f"{p:.4f}", "" if d is None else f"{d:+.4f}"]
-            for cat, k, o, p, d in rows
-        ],
-    )
+
+    def f(v: float | None, sign: str = "") -> str:
+        return "" if v is None else f"{v:{sign}.4f}"
+
+    header = ["category", "metric", "ours", "paper", "delta"]
+    body = [[cat, k, f(o), f(p), f(d, "+")] for cat, k, o, p, d in rows]
+    if released is not None:  # the authors' released weights' own results, beside the paper
+        header += ["released", "delta_released"]
+        for line, (cat, k, o, _, _) in zip(body, rows, strict=True):
+            r = released.get(cat.lower(), {}).get(k)
+            line += [f(r), f(None if r is None else o - r, "+")]
+    atomic_write_csv(out / "report.csv", header, body)
     compared = [r for r in rows if r[3] is not None]
     lines = [
         f"# {target} ({profile} profile): ours vs the paper",
@@ -287,4 +337,13 @@ def _write_report(
         ps = "" if p is None else f"{100 * p:.1f}"
         ds = "" if d is None else f"{100 * d:+.1f}"
         lines.append(f"| {cat} | {k} | {100 * o:.1f} | {ps} | {ds} |")
+    if released is not None:
+        lines += ["", "The released weights' own results (official README; AUPRO on its grid):", ""]
+        lines += ["| category | metric | ours | released | Δ |", "|---|---|---|---|---|"]
+        for cat, k, o, _, _ in rows:
+            r = released.get(cat.lower(), {}).get(k)
+            if r is not None:
+                lines.append(
+                    f"| {cat} | {k} | {100 * o:.1f} | {100 * r:.1f} | {100 * (o - r):+.1f} |"
+                )
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")

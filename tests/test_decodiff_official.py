@@ -304,3 +304,43 @@ def test_official_preprocessing_resizes_bicubic_then_crops_the_centre(tmp_path):
     )
     with pytest.raises(ValueError, match="load_size 32 must be at least image_size 64"):
         AnomalyDataset([s], 64, load_size=32)
+
+
+def test_reproduce_with_the_released_weights_reports_beside_paper_and_released(tmp_path):
+    """`reproduce decodiff-mvtec --weights CKPT`: import once, evaluate once, report ours next
+    to Table 1 and to the released weights' own results (official class order, 15 classes)."""
+    import csv
+
+    from n2n_core import cli
+    from n2n_core.data import fixtures
+    from n2n_core.models.vae import VAEConfig, make_autoencoder
+    from n2n_core.reproduce import reproduce
+
+    torch.manual_seed(0)
+    make_autoencoder(VAEConfig(channels=(8, 8, 8, 8), norm_num_groups=4)).save_pretrained(
+        tmp_path / "vae"
+    )
+    w = _tiny_weights()
+    w["cond_stage_model.embedding.weight"] = torch.randn(15, TINY.context_dim)  # MVTec's 15
+    torch.save({"model": {k: v.half() for k, v in w.items()}}, tmp_path / "c.pt")
+    (tmp_path / "tiny.json").write_text(json.dumps({**MANIFEST["tiny_config"], "ncls": 15}))
+    root = fixtures.write_mvtec(tmp_path / "mvtec", categories=("bottle", "carpet"), size=64)
+    runs = tmp_path / "released"
+    kw = {"weights": tmp_path / "c.pt", "weights_config": str(tmp_path / "tiny.json")}
+    table = reproduce("decodiff-mvtec", "paper", root, runs, vae=str(tmp_path / "vae"), **kw)
+    assert list(table) == ["bottle", "carpet", "mean"]
+    rows = {(r["category"], r["metric"]): r for r in csv.DictReader((runs / "report.csv").open())}
+    mean = rows[("mean", "pixel_ap")]
+    assert float(mean["released"]) == pytest.approx(0.768)  # the official README's MVTec AD
+    assert float(mean["paper"]) == pytest.approx(0.749)  # Table 1
+    assert float(mean["delta_released"]) == pytest.approx(
+        table["mean"]["pixel_ap"] - 0.768, abs=1e-4
+    )
+    assert "released weights' own results" in (runs / "report.md").read_text()
+    stamp = (runs / "metrics.json").stat().st_mtime
+    reproduce("decodiff-mvtec", "paper", root, runs, vae=str(tmp_path / "vae"), **kw)
+    assert (runs / "metrics.json").stat().st_mtime == stamp  # imported and evaluated once
+    bad = ["reproduce", "diffusionad-visa", "--weights", str(tmp_path / "c.pt")]
+    with pytest.raises(ValueError, match=r"no released weights.*decodiff-mvtec"):
+        reproduce("diffusionad-visa", "paper", root, tmp_path / "x", **kw)
+    assert cli.main([*bad, "--runs", str(tmp_path / "x")]) == 2
