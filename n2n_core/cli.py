@@ -118,16 +118,13 @@ def _train(args: argparse.Namespace) -> int:
 def _import_official(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from n2n_core import methods
-    from n2n_core.train import DataSpec, adopt
+    from n2n_core.train import DataSpec, import_official
 
     root = args.root or str(default_root() / args.data)
     data = DataSpec(args.data, str(Path(root).resolve()), "all")
-    model, cfg, tcfg = methods.get(args.method).import_official(
-        Path(args.checkpoint), args.config, args.classes, args.vae, data
+    import_official(
+        args.out, args.method, args.checkpoint, args.config, args.classes, args.vae, data
     )
-    info = {"imported_from": str(Path(args.checkpoint).resolve()), "config": args.config}
-    adopt(args.out, model, cfg, tcfg, data, info)
     print(f"[n2n] imported {args.checkpoint} -> {args.out}; next: python -m n2n_core evaluate RUN")
     return 0
 
@@ -155,13 +152,12 @@ def _reproduce(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from n2n_core import methods, runner
-    from n2n_core.reproduce import TARGETS, reproduce, run_folder
+    from n2n_core.reproduce import TARGETS, released_folder, reproduce, run_folder
 
     t = TARGETS[args.target]
-    out = Path(args.runs or run_folder(args.target, args.profile)).resolve()
+    folder = released_folder if args.weights else run_folder
+    out = Path(args.runs or folder(args.target, args.profile)).resolve()
     notebook = methods.get(t.method).reproduce_notebook
-    if args.weights and not args.runs:
-        out = out.with_name(f"{args.target}-released")
     if notebook is None or t.ablations or args.weights:  # the same steps in-process
         table = reproduce(
             args.target, args.profile, args.root, out, args.categories or None,

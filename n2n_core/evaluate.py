@@ -184,7 +184,9 @@ def evaluate_run(
     papers report. ``overrides``: inference settings, as in ``load_predictor``."""
     run_dir = Path(run_dir)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    grid = methods.method_of(_config(run_dir, overrides)).official_grid_aupro
+    cfg = _config(run_dir, overrides)
+    method = methods.method_of(cfg)
+    grid = method.official_grid_aupro
     per_cat, rows, counts, grid_aupro = {}, [], {"test_images": 0, "anomalous": 0}, {}
     seconds, fig = 0.0, None
     for cat, ds, pred, masks, labels, took in predict_categories(run_dir, seed, dev, overrides):
@@ -202,8 +204,6 @@ def evaluate_run(
             fig = _figure(ds, pred, masks, labels)
     metrics = mean_table(per_cat)["mean"] if len(per_cat) > 1 else next(iter(per_cat.values()))
     if write:
-        cfg = _config(run_dir, overrides)
-        method = methods.method_of(cfg)
         info = {"method": method.name, "categories": list(per_cat), "resolution": cfg.image_size}
         info |= {**method.eval_info(cfg), "seed": seed, "overrides": overrides or {}, **counts}
         info |= {"seconds": seconds, "images_per_second": counts["test_images"] / seconds}

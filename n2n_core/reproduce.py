@@ -19,7 +19,7 @@ from n2n_core import paper_tables
 from n2n_core.io import atomic_write_csv, atomic_write_text
 from n2n_core.metrics import METRIC_KEYS, mean_table
 
-__all__ = ["RELEASED", "TARGETS", "Target", "reproduce", "run_folder"]
+__all__ = ["RELEASED", "TARGETS", "Target", "released_folder", "reproduce", "run_folder"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,11 @@ def run_folder(target: str, profile: str) -> Path:
 
     t = TARGETS[target]
     return default_runs() / profile / (t.method if t.dataset == "synthetic" else target)
+
+
+def released_folder(target: str, profile: str) -> Path:
+    """Where ``reproduce target --weights`` imports and evaluates a released checkpoint."""
+    return run_folder(target, profile).with_name(f"{target}-released")
 
 
 def _paper_numbers(target: Target, released: bool = False) -> dict[str, dict[str, float]]:
@@ -190,18 +195,14 @@ def _released(
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """Import the released checkpoint once, evaluate it once, report it."""
     from n2n_core.evaluate import evaluate_run
-    from n2n_core.methods import get
     from n2n_core.run_files import metrics_per_category
-    from n2n_core.train import DataSpec, adopt
+    from n2n_core.train import DataSpec, import_official
 
     t = TARGETS[target]
-    out = Path(runs) if runs else run_folder(target, profile).with_name(f"{target}-released")
-    if not (out / "run.json").is_file():
+    out = Path(runs) if runs else released_folder(target, profile)
+    if not (out / "run.json").is_file():  # the official class order is the dataset's name
         data = DataSpec(t.dataset, str(root.resolve()), "all")
-        model, cfg, tcfg = get(t.method).import_official(weights, config, t.dataset, vae, data)
-        adopt(
-            out, model, cfg, tcfg, data, {"imported_from": str(weights.resolve()), "config": config}
-        )
+        import_official(out, t.method, weights, config, t.dataset, vae, data)
     if not (out / "metrics.json").is_file():
         evaluate_run(out)
     ours = {c: r for c, r in metrics_per_category(out).items() if c != "mean"}
@@ -253,6 +254,11 @@ def _ablations(
     return table
 
 
+def _fmt(v: float | None, sign: str = "") -> str:
+    """A report.csv cell: 4 decimals, blank for a missing value."""
+    return "" if v is None else f"{v:{sign}.4f}"
+
+
 def _write_ablation_report(
     out: Path, target: str, profile: str, rows: list, table: dict[str, dict[str, float]]
 ) -> None:
@@ -277,16 +283,7 @@ def _write_ablation_report(
             for k in METRIC_KEYS:
                 o, p = table[a.row][k], paper.get((a.row, k))
                 d = None if p is None else o - p
-                csv_rows.append(
-                    [
-                        name,
-                        a.row,
-                        k,
-                        f"{o:.4f}",
-                        "" if p is None else f"{p:.4f}",
-                        "" if d is None else f"{d:+.4f}",
-                    ]
-                )
+                csv_rows.append([name, a.row, k, _fmt(o), _fmt(p), _fmt(d, "+")])
                 if p is not None:
                     lines.append(
                         f"| {a.row} | {k} | {100 * o:.1f} | {100 * p:.1f} | {100 * d:+.1f} |"
@@ -311,16 +308,13 @@ def _write_report(
             p = paper.get(cat.lower(), {}).get(k)
             rows.append((cat, k, metrics[k], p, None if p is None else metrics[k] - p))
 
-    def f(v: float | None, sign: str = "") -> str:
-        return "" if v is None else f"{v:{sign}.4f}"
-
     header = ["category", "metric", "ours", "paper", "delta"]
-    body = [[cat, k, f(o), f(p), f(d, "+")] for cat, k, o, p, d in rows]
+    body = [[cat, k, _fmt(o), _fmt(p), _fmt(d, "+")] for cat, k, o, p, d in rows]
     if released is not None:  # the authors' released weights' own results, beside the paper
         header += ["released", "delta_released"]
         for line, (cat, k, o, _, _) in zip(body, rows, strict=True):
             r = released.get(cat.lower(), {}).get(k)
-            line += [f(r), f(None if r is None else o - r, "+")]
+            line += [_fmt(r), _fmt(None if r is None else o - r, "+")]
     atomic_write_csv(out / "report.csv", header, body)
     compared = [r for r in rows if r[3] is not None]
     lines = [

@@ -35,6 +35,7 @@ __all__ = [
     "adopt",
     "categories_of",
     "ensure_trained",
+    "import_official",
     "load_run",
     "train",
 ]
@@ -436,3 +437,20 @@ def adopt(
     info = {"steps": 0, "seconds": 0.0, **info, "environment": environment()}
     atomic_write_text(run_dir / "train_info.json", json.dumps(info, indent=2) + "\n")
     return run_dir
+
+
+def import_official(
+    run_dir: Path | str,
+    method: str,
+    checkpoint: Path | str,
+    config: str,
+    classes: str,
+    vae: str | None,
+    data: DataSpec,
+) -> Path:
+    """A run folder (``adopt``) from a checkpoint released by ``method``'s authors
+    (``Method.import_official``), recording where it came from."""
+    checkpoint = Path(checkpoint)
+    model, cfg, tcfg = methods.get(method).import_official(checkpoint, config, classes, vae, data)
+    info = {"imported_from": str(checkpoint.resolve()), "config": config}
+    return adopt(run_dir, model, cfg, tcfg, data, info)

@@ -35,7 +35,6 @@ from n2n_core.data.training import training_images
 from n2n_core.deviation import (
     BOUNDARIES,
     MAP_KINDS,
-    SPACINGS,
     STRATEGIES,
     correct,
     correction_timesteps,
@@ -124,9 +123,8 @@ class DeCoDiffConfig:
             raise ValueError(f"network must be 'n2n' or 'official', got {self.network!r}")
         if self.boundary not in BOUNDARIES:
             raise ValueError(f"boundary must be one of {BOUNDARIES}, got {self.boundary!r}")
-        if self.spacing not in SPACINGS:
-            raise ValueError(f"spacing must be one of {SPACINGS}, got {self.spacing!r}")
-        correction_timesteps(self.T, self.reverse_steps, self.start_t, self.spacing)  # validates
+        # validates T, reverse_steps, start_t and spacing
+        correction_timesteps(self.T, self.reverse_steps, self.start_t, self.spacing)
 
     @property
     def latent_size(self) -> int:
