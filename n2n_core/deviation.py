@@ -23,6 +23,7 @@ from n2n_core.schedules import NoiseSchedule, _at
 __all__ = [
     "BOUNDARIES",
     "MAP_KINDS",
+    "SHUFFLES",
     "SPACINGS",
     "STRATEGIES",
     "correct",
@@ -61,20 +62,37 @@ def patch_mask(
     return m.repeat_interleave(patch, 2).repeat_interleave(patch, 3)
 
 
+SHUFFLES = ("n2n", "official")  # where a shuffled patch comes from (``shuffle_noise``)
+
+
+def _permute_patches(z: Tensor, patch: int, g: torch.Generator) -> Tensor:
+    """Every patch × patch patch of the batch moved to a random (image, position), all B · #patches
+    of them permuted together (the official code's ``shuffle_patches``)."""
+    b, c, h, w = z.shape
+    gh, gw = _patch_grid((h, w), patch)
+    p = z.reshape(b, c, gh, patch, gw, patch).permute(0, 2, 4, 1, 3, 5).reshape(-1, c, patch, patch)
+    p = p[torch.randperm(len(p), generator=g).to(z.device)]
+    return p.reshape(b, gh, gw, c, patch, patch).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+
+
 def shuffle_noise(
-    z0: Tensor, ratio: Tensor, patch: int, g: torch.Generator
+    z0: Tensor, ratio: Tensor, patch: int, g: torch.Generator, mode: str = "n2n"
 ) -> tuple[Tensor, Tensor]:
     """The "noise" of the masked forward process with patch shuffling (§4.2): Gaussian,
-    except on a fraction ``ratio`` of patch × patch patches of each sample, which hold the
-    same patch of another image of the batch (image i takes it from image i + 1 mod B), so
-    the model also sees structured, in-distribution-looking deviations. Returns the noise
-    and the shuffled-patch indicator (B, 1, H, W)."""
+    except on a fraction ``ratio`` of patch × patch patches of each sample, which hold a patch
+    of a normal image, so the model also sees structured, in-distribution-looking deviations.
+    ``mode="n2n"``: the same patch of the next image (i takes it from i + 1 mod B);
+    ``"official"``: a patch drawn from all patches of the batch, any image, any position.
+    Returns the noise and the shuffled-patch indicator (B, 1, H, W)."""
+    if mode not in SHUFFLES:
+        raise ValueError(f"shuffle must be one of {SHUFFLES}, got {mode!r}")
     b = z0.shape[0]
     noise = torch.randn(z0.shape, generator=g).to(z0)
-    if b < 2:
+    if b < 2 and mode == "n2n":
         return noise, torch.zeros_like(z0[:, :1])
     s = patch_mask(b, tuple(z0.shape[-2:]), ratio, patch, g).to(z0)
-    return s * z0.roll(-1, 0) + (1 - s) * noise, s
+    donor = z0.roll(-1, 0) if mode == "n2n" else _permute_patches(z0, patch, g)
+    return s * donor + (1 - s) * noise, s
 
 
 def masked_forward(

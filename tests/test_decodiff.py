@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import replace
 
 import numpy as np
@@ -16,6 +17,7 @@ from tiny import TINY_DECODIFF  # tests/tiny.py
 
 from n2n_core import cli
 from n2n_core.data import fixtures
+from n2n_core.data.splits import holdout
 from n2n_core.deviation import (
     correct,
     correction_timesteps,
@@ -26,7 +28,17 @@ from n2n_core.deviation import (
     patch_mask,
     shuffle_noise,
 )
-from n2n_core.methods.decodiff import PROFILES, DeCoDiff, detect, image_score
+from n2n_core.methods import resolve
+from n2n_core.methods.decodiff import (
+    PROFILES,
+    AugmentedLatentFeed,
+    DeCoDiff,
+    augment,
+    detect,
+    draw_patch_size,
+    image_score,
+    latent_training_set,
+)
 from n2n_core.metrics import METRIC_KEYS
 from n2n_core.models import count_parameters
 from n2n_core.models.vae import (
@@ -81,6 +93,96 @@ def test_shuffled_patches_come_from_the_next_image_of_the_batch():
 
 
 # --------------------------------------------------------------- Eq. 10-11: the DoD target
+def _patches(z, p):
+    """Every p × p patch of a batch as a row (B · #patches, C · p · p)."""
+    b, c, h, w = z.shape
+    x = z.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // p) * (w // p), c * p * p)
+
+
+def test_official_shuffle_draws_patches_from_the_whole_batch():
+    b, p = 4, 2
+    z0 = torch.randn(b, 4, 8, 8, generator=_g(6))
+    # ratio 1: the noise is a permutation of all the batch's patches (any image, any place)
+    noise, s = shuffle_noise(z0, torch.ones(b), p, _g(7), mode="official")
+    assert bool((s == 1).all())
+    src, out = _patches(z0, p).reshape(-1, 16), _patches(noise, p).reshape(-1, 16)
+    match = (out[:, None, :] == src[None, :, :]).all(-1)  # (out patch, source patch)
+    assert bool((match.sum(1) == 1).all()) and bool((match.sum(0) == 1).all())
+    same_image = (match.nonzero()[:, 1] // 16 == match.nonzero()[:, 0] // 16).float().mean()
+    assert float(same_image) < 0.6  # 1 / B expected; the n2n mode never stays in its image
+    # ratios per image: the indicator covers that share; Gaussian elsewhere
+    ratio = torch.tensor([0.0, 0.25, 0.5, 0.75])
+    noise, s = shuffle_noise(z0, ratio, p, _g(8), mode="official")
+    torch.testing.assert_close(s.mean((1, 2, 3)), ratio)
+    sel = _patches(s.expand_as(z0), p)[..., 0].reshape(-1) == 1
+    picked = _patches(noise, p).reshape(-1, 16)[sel]
+    assert bool((picked[:, None, :] == src[None]).all(-1).any(1).all())
+    with pytest.raises(ValueError, match="shuffle must be one of"):
+        shuffle_noise(z0, ratio, p, _g(8), mode="ring")
+
+
+def test_patch_sizes_follow_their_probabilities():
+    cfg = PROFILES["paper"]
+    g, n = _g(9), 20000
+    counts = Counter(draw_patch_size(cfg, g) for _ in range(n))
+    for size, prob in zip(cfg.patch_sizes, cfg.patch_probs, strict=True):
+        assert abs(counts[size] / n - prob) < 4 * (prob * (1 - prob) / n) ** 0.5
+    uniform = Counter(draw_patch_size(TINY, g) for _ in range(3000))
+    assert set(uniform) == set(TINY.patch_sizes) and min(uniform.values()) > 850
+    with pytest.raises(ValueError, match="patch_probs"):
+        replace(cfg, patch_probs=(0.5, 0.5))
+
+
+def test_official_augmentation_is_a_shifted_centre_crop_and_a_half_turn():
+    """Brute force: every output is the centre 32 × 32 window of its 40 × 40 image shifted by
+    (dy, dx) in [-4, 4]², possibly turned by 180°; half are shifted, half are turned."""
+    n = 400
+    images = torch.randint(0, 256, (n, 3, 40, 40), dtype=torch.uint8, generator=_g(10))
+    out = augment(images, 32, 4, True, _g(11))
+    found = []
+    for im, o in zip(images, out, strict=True):
+        hits = [
+            (dy, dx, turn)
+            for dy in range(-4, 5)
+            for dx in range(-4, 5)
+            for turn in (False, True)
+            if torch.equal(o.flip(-2, -1) if turn else o, im[:, 4 + dy : 36 + dy, 4 + dx : 36 + dx])
+        ]
+        assert len(hits) == 1
+        found.append(hits[0])
+    still = sum(dy == dx == 0 for dy, dx, _ in found) / n
+    assert abs(still - (0.5 + 0.5 / 81)) < 0.1  # p = 0.5 of a shift, which may be (0, 0)
+    assert abs(sum(t for *_, t in found) / n - 0.5) < 0.1
+    assert {dy for dy, _, _ in found} == set(range(-4, 5))
+    assert torch.equal(augment(images, 32, 0, False, _g(12)), images[:, :, 4:36, 4:36])
+    with pytest.raises(ValueError, match="crop margin"):
+        augment(images, 32, 5, False, _g(12))
+    with pytest.raises(ValueError, match="translate"):
+        replace(TINY, translate=2)  # no load_size: no margin to shift in
+
+
+def test_official_holdout_is_the_official_validation_split(mvtec):
+    held = holdout("mvtec", "official")
+    assert len(held) == 362 and holdout("visa", "official") == holdout("mvtec", "none") == set()
+    # about 10 % of each category's train/good images (MVTec AD's training-set sizes)
+    train_sizes = {
+        "bottle": 209, "cable": 224, "capsule": 219, "carpet": 280, "grid": 264,
+        "hazelnut": 391, "leather": 245, "metal_nut": 220, "pill": 267, "screw": 320,
+        "tile": 230, "toothbrush": 60, "transistor": 213, "wood": 247, "zipper": 240,
+    }  # fmt: skip
+    per_cat = Counter(p.split("/")[0] for p in held)
+    assert set(per_cat) == set(train_sizes)
+    assert all(abs(per_cat[c] - n / 10) <= 1.5 for c, n in train_sizes.items())
+    assert all(p.split("/")[1:3] == ["train", "good"] for p in held)
+    # the fixture's bottle/train/good/005.png is one of them
+    data = DataSpec("mvtec", str(mvtec), "all")
+    cfg = TINY.with_classes(["bottle", "carpet"])
+    _, labels = latent_training_set(cfg, data, mvtec)
+    _, kept = latent_training_set(replace(cfg, holdout="official"), data, mvtec)
+    assert labels.bincount().tolist() == [6, 6] and kept.bincount().tolist() == [5, 6]
+
+
 def test_dod_target_matches_eq_10_11_on_noisy_and_is_zero_on_visible_patches():
     z0, eps = torch.randn(4, 4, 8, 8, generator=_g(6)), torch.randn(4, 4, 8, 8, generator=_g(7))
     m = patch_mask(4, (8, 8), torch.full((4,), 0.5), 4, _g(8))
@@ -230,7 +332,22 @@ def test_paper_profile_is_the_papers_setting():
     cfg = PROFILES["paper"]
     assert cfg.T == 10 and cfg.latent_size == 32
     assert cfg.vae.pretrained == "stabilityai/sd-vae-ft-ema" and cfg.vae.factor == 8
-    assert (cfg.mask_ratio_max, cfg.shuffle_ratio_max, cfg.patch_sizes) == (0.7, 0.3, (1, 2, 4, 8))
+    assert (cfg.mask_ratio_max, cfg.shuffle_ratio_max) == (0.7, 0.3)
+    # the official code's training protocol (the paper text: {1, 2, 4, 8} uniform, no shifts)
+    assert cfg.patch_sizes == (1, 2, 4, 8, 16) and cfg.patch_probs == (0.3, 0.25, 0.2, 0.15, 0.1)
+    protocol = (cfg.shuffle, cfg.translate, cfg.holdout, cfg.load_size)
+    assert protocol == ("official", 4, "official", 288)
+    # VisA alone is also rotated by 180° (the official VisA loader); smoke keeps n2n's feed
+    visa, _ = resolve("decodiff", "paper", "visa", ["candle", "cashew"])
+    mvtec, _ = resolve("decodiff", "paper", "mvtec", ["bottle", "cable"])
+    assert visa.rotate_180 and not mvtec.rotate_180 and visa.translate == 4
+    smoke, _ = resolve("decodiff", "smoke", "visa", ["candle"])
+    assert (smoke.shuffle, smoke.translate, smoke.rotate_180, smoke.holdout) == (
+        "n2n",
+        0,
+        False,
+        "none",
+    )
     # the UNet's class count and latent size are derived from classes and the VAE's factor
     assert replace(cfg, classes=("a", "b")).unet_config.num_classes == 2
     assert cfg.with_classes(["a", "b"]).unet.num_classes == 2
@@ -267,6 +384,27 @@ def test_multi_class_run_resumes_with_the_same_losses(tmp_path, mvtec):
     train(tmp_path / "resumed", cfg, _tcfg(), data, resume=True)  # also the lr schedule
     assert _log(tmp_path / "resumed") == _log(tmp_path / "straight")
     assert (tmp_path / "straight" / "vae" / "config.json").is_file()
+
+
+def test_official_training_protocol_trains_and_resumes_exactly(tmp_path, mvtec):
+    """The paper profile's feed (shifts, half turns, each batch encoded and sampled) and
+    batch-wide shuffling train through the shared loop and resume to the same losses."""
+    cfg = replace(
+        TINY, load_size=40, translate=4, rotate_180=True, shuffle="official", holdout="official",
+        patch_sizes=(1, 2, 4), patch_probs=(0.5, 0.3, 0.2),
+    ).with_classes(["bottle", "carpet"])  # fmt: skip
+    data = DataSpec("mvtec", str(mvtec), "all")
+    train(tmp_path / "straight", cfg, _tcfg(), data)
+    train(tmp_path / "resumed", cfg, _tcfg(), data, stop_after=3)
+    train(tmp_path / "resumed", cfg, _tcfg(), data, resume=True)
+    log = _log(tmp_path / "straight")
+    assert log == _log(tmp_path / "resumed") and all(math.isfinite(r["loss"]) for r in log)
+    from accelerate import Accelerator
+
+    feed = AugmentedLatentFeed(cfg, data, tmp_path / "straight", Accelerator(cpu=True))
+    assert len(feed) == 11 and feed.images.shape[-1] == 40  # 005 held out; uncropped 40 px
+    z, labels = feed(torch.arange(4), _g(), "cpu")
+    assert z.shape == (4, 4, 8, 8) and labels.tolist() == [0, 0, 0, 0]
 
 
 def test_autoencoder_is_a_stage_of_the_run_and_resumes_exactly(tmp_path, mvtec):

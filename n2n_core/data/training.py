@@ -9,6 +9,7 @@ import torch
 from n2n_core.data.dataset import AnomalyDataset
 from n2n_core.data.foreground import foreground_masks
 from n2n_core.data.readers import is_texture, load_samples
+from n2n_core.data.samples import DatasetError
 
 __all__ = ["training_images"]
 
@@ -22,12 +23,18 @@ def training_images(
     foreground: bool = False,
     foreground_dir: str | None = None,
     load_size: int | None = None,
+    exclude: frozenset[str] = frozenset(),
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A category's training images as uint8 (N, 3, S, S) and, if ``foreground`` and the
     category is an object, its foreground masks (N, 1, S, S) (else None), estimated once and
     cached under ``cache_dir`` or read from ``foreground_dir``. ``load_size``: resize there and
-    crop the centre (``AnomalyDataset``)."""
+    crop the centre (``AnomalyDataset``). ``exclude``: images left out, as POSIX paths relative
+    to ``root`` (``splits.holdout``)."""
     samples = load_samples(source, root, category, "train")
+    if exclude:
+        samples = [s for s in samples if s.image.relative_to(Path(root)).as_posix() not in exclude]
+        if not samples:
+            raise DatasetError(f"every training image of {category!r} under {root} is held out")
     fgs = None
     if foreground and not is_texture(source, category):
         fgs = foreground_masks(

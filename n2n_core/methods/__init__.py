@@ -134,6 +134,7 @@ def resolve(
     if profile not in m.profiles:
         raise ValueError(f"{method} has no profile {profile!r}; profiles: {sorted(m.profiles)}")
     cfg, tcfg = m.profiles[profile], m.train_profiles[profile]
+    cfg = dataclasses.replace(cfg, **m.dataset_model.get((profile, dataset or ""), {}))
     tcfg = dataclasses.replace(tcfg, **m.dataset_train.get((profile, dataset or ""), {}))
     flat = _flatten(overrides)
     if "train.steps" in flat:

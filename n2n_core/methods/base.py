@@ -91,6 +91,8 @@ class Method:
     train_profiles: ClassVar[dict[str, TrainConfig]]  # profile → training config
     # (profile, dataset) → training-config fields where the paper differs per dataset
     dataset_train: ClassVar[dict[tuple[str, str], dict[str, Any]]] = {}
+    # (profile, dataset) → model-config fields that differ per dataset
+    dataset_model: ClassVar[dict[tuple[str, str], dict[str, Any]]] = {}
     per_category: ClassVar[bool] = True  # one model per category; False: one for all
     eval_batch_size: ClassVar[int] = 16
     reproduce_notebook: ClassVar[str | None] = None  # notebook prefix that reports a target

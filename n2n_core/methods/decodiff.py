@@ -4,7 +4,10 @@ latent space instead of denoising the whole image.
 Training (§4.1-4.2, §5.1): latents of normal images, a random patch mask (r_mask ~ U[0, 0.7],
 latent patch size from {1, 2, 4, 8}), patch shuffling (r_shuffle ~ U[0, 0.3]), the masked
 forward process (Eq. 7) at t ~ U{1..T} (T = 10, squared cosine), MSE to the direction of
-deviation (Eq. 10-12). One model for every category (multi-class).
+deviation (Eq. 10-12). One model for every category (multi-class). The paper profile trains
+as the official code does: patch sizes {1, 2, 4, 8, 16} with p = .3/.25/.2/.15/.1, shuffled
+patches drawn from the whole batch, ± 4 px shifts (and 180° turns on VisA) of every batch
+before it is encoded, and the official validation images held out (``data.splits``).
 
 Inference (§4.3): deviation correction (Eq. 13-14) from the encoded test image, decoding,
 and the anomaly map of Eq. 15. Where the paper is silent we follow the official code
@@ -31,10 +34,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from n2n_core.config import DataSpec, TrainConfig, categories_of
+from n2n_core.data.splits import HOLDOUTS, holdout
 from n2n_core.data.training import training_images
 from n2n_core.deviation import (
     BOUNDARIES,
     MAP_KINDS,
+    SHUFFLES,
     STRATEGIES,
     correct,
     correction_timesteps,
@@ -56,11 +61,14 @@ __all__ = [
     "METHOD",
     "PROFILES",
     "TRAIN_PROFILES",
+    "AugmentedLatentFeed",
     "AutoencoderFeed",
     "DeCoDiff",
     "DeCoDiffConfig",
+    "augment",
     "autoencoder_stage",
     "detect",
+    "draw_patch_size",
     "image_score",
     "latent_training_set",
     "load_vae",
@@ -92,7 +100,15 @@ class DeCoDiffConfig:
     T: int = 10  # squared-cosine schedule (§5.1)
     mask_ratio_max: float = 0.7  # r_mask ~ U[0, 0.7]
     patch_sizes: tuple[int, ...] = (1, 2, 4, 8)  # latent patch sizes (8-64 image pixels at f = 8)
+    patch_probs: tuple[float, ...] = ()  # their probabilities; empty: uniform
     shuffle_ratio_max: float = 0.3  # r_shuffle ~ U[0, 0.3]
+    shuffle: str = "n2n"  # shuffled patches: "n2n" (next image, same place) | "official"
+    # training augmentation before the centre crop, each with p = 0.5: a shift of up to
+    # ± translate pixels on both axes (official: (288 - 256) / 8 = 4) and a 180° rotation
+    # (official, VisA only); either one encodes every batch with the VAE, as the official code
+    translate: int = 0
+    rotate_180: bool = False
+    holdout: str = "none"  # "official": train without the official validation images
     strategy: str = "z_t-1"  # Table 3: "z_t-1" (Eq. 14) or "z_0"
     reverse_steps: int = 5
     start_t: int | None = None  # None: T
@@ -121,6 +137,25 @@ class DeCoDiffConfig:
             )
         if self.network not in ("n2n", "official"):
             raise ValueError(f"network must be 'n2n' or 'official', got {self.network!r}")
+        if self.patch_probs and (
+            len(self.patch_probs) != len(self.patch_sizes)
+            or min(self.patch_probs) < 0
+            or abs(sum(self.patch_probs) - 1) > 1e-6
+        ):
+            raise ValueError(
+                f"patch_probs {self.patch_probs} must be one probability per patch size "
+                f"{self.patch_sizes}, summing to 1"
+            )
+        if self.shuffle not in SHUFFLES:
+            raise ValueError(f"shuffle must be one of {SHUFFLES}, got {self.shuffle!r}")
+        if self.holdout not in HOLDOUTS:
+            raise ValueError(f"holdout must be one of {HOLDOUTS}, got {self.holdout!r}")
+        margin = ((self.load_size or self.image_size) - self.image_size) // 2
+        if not 0 <= self.translate <= margin:
+            raise ValueError(
+                f"translate {self.translate} must be between 0 and the crop margin {margin} "
+                f"(load_size {self.load_size}, image_size {self.image_size})"
+            )
         if self.boundary not in BOUNDARIES:
             raise ValueError(f"boundary must be one of {BOUNDARIES}, got {self.boundary!r}")
         # validates T, reverse_steps, start_t and spacing
@@ -156,10 +191,18 @@ class DeCoDiffConfig:
 
 
 PROFILES = {
-    # the official network (UNet_L, 395.0 M) and inference protocol: correction at t = 9, 7, 5,
-    # 3, 1, the pixel term against the VAE reconstruction, the official map borders
+    # the official network (UNet_L, 395.0 M) and protocol. Training: latent patches of 1-16
+    # with p = .3/.25/.2/.15/.1, patches shuffled across the batch, ± 4 px shifts (and 180°
+    # rotations on VisA: dataset_model), the official validation images held out. Inference:
+    # correction at t = 9, 7, 5, 3, 1, the pixel term against the VAE reconstruction, the
+    # official map borders. Images resized to 288, centre 256 cropped.
     "paper": DeCoDiffConfig(
         network="official",
+        patch_sizes=(1, 2, 4, 8, 16),
+        patch_probs=(0.3, 0.25, 0.2, 0.15, 0.1),
+        shuffle="official",
+        translate=4,
+        holdout="official",
         spacing="official",
         boundary="official",
         pixel_reference="reconstruction",
@@ -240,16 +283,26 @@ class DeCoDiff(nn.Module):
         cfg, b = self.cfg, z0.shape[0]
         shape = tuple(z0.shape[-2:])
         t = torch.randint(1, cfg.T + 1, (b,), generator=g)
-        patch = cfg.patch_sizes[int(torch.randint(len(cfg.patch_sizes), (1,), generator=g))]
+        patch = draw_patch_size(cfg, g)  # one per batch (official code)
         r_mask = torch.rand(b, generator=g) * cfg.mask_ratio_max
         mask = patch_mask(b, shape, r_mask, patch, g).to(z0)
-        r_shuffle = torch.rand(1, generator=g).expand(b) * cfg.shuffle_ratio_max
-        noise, _ = shuffle_noise(z0, r_shuffle, patch, g)
+        n = b if cfg.shuffle == "official" else 1  # official: a ratio per image
+        r_shuffle = torch.rand(n, generator=g).expand(b) * cfg.shuffle_ratio_max
+        noise, _ = shuffle_noise(z0, r_shuffle, patch, g, cfg.shuffle)
         zt = masked_forward(z0, t, self.schedule, mask, noise)  # Eq. 7
         target = dod_target(zt, z0, t, self.schedule)  # Eq. 11
         pred = self.dod(zt, t.to(z0.device), labels)
         loss = F.mse_loss(pred.float(), target.float())  # Eq. 12
         return loss, {"dod": loss}
+
+
+def draw_patch_size(cfg: DeCoDiffConfig, g: torch.Generator) -> int:
+    """A latent patch size from ``cfg.patch_sizes`` (with ``cfg.patch_probs``, else uniform)."""
+    if cfg.patch_probs:
+        i = torch.multinomial(torch.tensor(cfg.patch_probs), 1, generator=g)
+    else:
+        i = torch.randint(len(cfg.patch_sizes), (1,), generator=g)
+    return cfg.patch_sizes[int(i)]
 
 
 @torch.no_grad()
@@ -291,17 +344,22 @@ def image_score(maps: Tensor) -> Tensor:
 
 
 def latent_training_set(
-    cfg: DeCoDiffConfig, data: DataSpec, run_dir: Path | str
+    cfg: DeCoDiffConfig, data: DataSpec, run_dir: Path | str, crop: bool = True
 ) -> tuple[Tensor, Tensor]:
-    """DeCo-Diff's training images (uint8, every category of the run) and class indices; the
-    small autoencoder of a run is trained on exactly these (``autoencoder_stage``)."""
+    """DeCo-Diff's training images (uint8, every category of the run, without ``cfg.holdout``)
+    and class indices; the small autoencoder of a run is trained on exactly these
+    (``autoencoder_stage``). ``crop=False``: at ``load_size``, uncropped (``augment`` crops)."""
     cats = categories_of(data)
     missing = [c for c in cats if cfg.classes and c not in cfg.classes]
     if missing:
         raise ValueError(f"categories {missing} are not in the model's classes {cfg.classes}")
+    size, load = cfg.image_size, cfg.load_size
+    if not crop and load is not None:
+        size = load
+    exclude = holdout(data.source, cfg.holdout)
     parts = [
         training_images(
-            data.source, data.root, c, cfg.image_size, Path(run_dir), load_size=cfg.load_size
+            data.source, data.root, c, size, Path(run_dir), load_size=load, exclude=exclude
         )[0]
         for c in cats
     ]
@@ -310,6 +368,30 @@ def latent_training_set(
         for c, p in zip(cats, parts, strict=True)
     ]
     return torch.cat(parts), torch.cat(labels)
+
+
+def augment(
+    images: Tensor, size: int, translate: int, rotate_180: bool, g: torch.Generator
+) -> Tensor:
+    """The official training augmentation of uint8 (N, C, L, L) images → (N, C, size, size):
+    the centre crop, shifted by up to ± ``translate`` pixels on each axis with p = 0.5, then
+    rotated by 180° with p = 0.5 if ``rotate_180``. Shifting the image and cropping its centre
+    is cropping a shifted window; the shift stays within the crop margin, so no fill enters."""
+    n, top = len(images), (images.shape[-1] - size) // 2
+    if translate > top:
+        raise ValueError(f"translate {translate} exceeds the crop margin {top}")
+    shift = torch.randint(-translate, translate + 1, (n, 2), generator=g)
+    shift = shift * (torch.rand(n, generator=g) < 0.5)[:, None]
+    out = torch.stack(
+        [
+            im[:, top + dy : top + dy + size, top + dx : top + dx + size]
+            for im, (dy, dx) in zip(images, shift.tolist(), strict=True)
+        ]
+    )
+    if rotate_180:
+        turn = (torch.rand(n, generator=g) < 0.5)[:, None, None, None]
+        out = torch.where(turn, out.flip(-2, -1), out)
+    return out
 
 
 class AutoencoderFeed(Feed):
@@ -375,6 +457,29 @@ class DeCoDiffFeed(Feed):
         return z.to(device), self.labels[idx].to(device)
 
 
+class AugmentedLatentFeed(Feed):
+    """The official training feed: each draw augments the images (``augment``), encodes them
+    with the frozen VAE and samples q(z | x) — the official code encodes every batch."""
+
+    def __init__(
+        self, cfg: DeCoDiffConfig, data: DataSpec, run_dir: Path, accelerator: Any
+    ) -> None:
+        self.cfg = cfg
+        self.images, self.labels = latent_training_set(cfg, data, run_dir, crop=False)
+        self.vae = load_vae_folder(cfg.vae, run_dir / "vae").to(accelerator.device).eval()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @torch.no_grad()
+    def __call__(self, idx: Tensor, gen: torch.Generator, device: object) -> tuple:
+        cfg = self.cfg
+        x = augment(self.images[idx], cfg.image_size, cfg.translate, cfg.rotate_180, gen)
+        mean, std = self.vae.encode_dist((x.float() / 127.5 - 1).to(device))
+        z = mean.float() + std.float() * torch.randn(mean.shape, generator=gen).to(device)
+        return z, self.labels[idx].to(device)
+
+
 def load_vae(run_dir: Path | str, device: str | torch.device = "cpu") -> LatentVAE:
     """The frozen autoencoder of a DeCo-Diff run (pretrained, or trained into RUN_DIR/vae)."""
     from n2n_core.methods import load_run
@@ -397,6 +502,7 @@ class DeCoDiffMethod(Method):
     profiles = PROFILES
     train_profiles = TRAIN_PROFILES
     dataset_train: ClassVar = {("paper", "visa"): {"epochs": 200}}  # §5.1
+    dataset_model: ClassVar = {("paper", "visa"): {"rotate_180": True}}  # official VisA loader
     per_category = False
     eval_batch_size = 32
     reproduce_notebook = "11"
@@ -435,8 +541,9 @@ class DeCoDiffMethod(Method):
     def feed(
         self, cfg: DeCoDiffConfig, tcfg: TrainConfig, data: DataSpec, run_dir: Path,
         accelerator: Any,
-    ) -> DeCoDiffFeed:  # fmt: skip
-        return DeCoDiffFeed(cfg, data, run_dir, accelerator)
+    ) -> Feed:  # fmt: skip
+        augmented = cfg.translate or cfg.rotate_180
+        return (AugmentedLatentFeed if augmented else DeCoDiffFeed)(cfg, data, run_dir, accelerator)
 
     def load(
         self, run_dir: Path, cfg: DeCoDiffConfig, weights: dict[str, Tensor], device: Any
