@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from n2n_core.paths import default_root
 from n2n_core.profiles import PROFILES
@@ -39,11 +42,12 @@ def _data(args: argparse.Namespace) -> int:
     from n2n_core.data import list_categories, load_samples
     from n2n_core.data.synthetic import ensure_synthetic
 
+    root = args.root or str(default_root() / args.source)  # never another dataset's folder
     if args.source == "synthetic":
-        print(f"[n2n] embedded dataset at {ensure_synthetic(args.root)}")
-    for cat in args.category or list_categories(args.source, args.root):
-        train = load_samples(args.source, args.root, cat, "train")
-        test = load_samples(args.source, args.root, cat, "test")
+        print(f"[n2n] embedded dataset at {ensure_synthetic(root)}")
+    for cat in args.category or list_categories(args.source, root):
+        train = load_samples(args.source, root, cat, "train")
+        test = load_samples(args.source, root, cat, "test")
         defects = sorted({s.defect for s in test if s.label})
         print(
             f"{cat:<14} train {len(train):>4}   test {len(test):>4} "
@@ -101,7 +105,8 @@ def _train(args: argparse.Namespace) -> int:
     root = args.root or str(
         default_root() / ("synthetic" if args.data == "synthetic" else args.data)
     )
-    data = DataSpec(args.data, root, args.category, args.foreground_dir)
+    # stored absolute, so that evaluate works from any directory
+    data = DataSpec(args.data, str(Path(root).resolve()), args.category, args.foreground_dir)
     model, tcfg = methods.resolve(
         args.method, args.profile, args.data, categories_of(data), overrides
     )
@@ -110,13 +115,14 @@ def _train(args: argparse.Namespace) -> int:
     except TrainingDiverged as exc:
         print(f"error: {exc}")
         return 3
-    if "seconds" in summary:
-        print(f"[n2n] trained {summary['steps']} steps in {summary['seconds']:.0f} s -> {args.out}")
+    info = Path(args.out) / "train_info.json"
+    if "seconds" in summary and info.is_file():  # over every resumed segment
+        seconds = json.loads(info.read_text())["seconds"]
+        print(f"[n2n] trained {summary['steps']} steps in {seconds:.0f} s -> {args.out}")
     return 0
 
 
 def _import_official(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from n2n_core.train import DataSpec, import_official
 
@@ -149,7 +155,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _reproduce(args: argparse.Namespace) -> int:
     """Execute notebook 10 (DiffusionAD) or 11 (DeCo-Diff) for the target with papermill."""
-    from pathlib import Path
 
     from n2n_core import methods, runner
     from n2n_core.reproduce import TARGETS, released_folder, reproduce, run_folder
@@ -188,6 +193,9 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m n2n_core", description=__doc__)
+    parser.add_argument(
+        "--debug", action="store_true", help="show an error's full traceback (anywhere on the line)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     nb = sub.add_parser("notebooks", help="run notebooks/NN_*.ipynb headless via papermill")
     nb.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
@@ -330,16 +338,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     da = sub.add_parser("data", help="list a dataset's categories and split sizes (checks it)")
     da.add_argument("source", choices=SOURCES)
-    da.add_argument("--root", default="data/synthetic")
+    da.add_argument("--root", help="dataset root (default: data/<source>)")
     da.add_argument("--category", nargs="*", default=[])
     da.set_defaults(func=_data)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from n2n_core.train import TrainingInterrupted
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     try:
         return args.func(args)
+    except TrainingInterrupted as exc:  # Ctrl-C / SIGTERM: the checkpoint is saved
+        print(f"[n2n] {exc}")
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        print("[n2n] interrupted")
+        return 130
     except (ValueError, FileNotFoundError, FileExistsError) as exc:  # DatasetError: ValueError
+        if debug:
+            raise
         print(f"error: {exc}")
         return 2
+    except Exception as exc:  # one line; the traceback with --debug
+        if debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (--debug shows the traceback)")
+        return 1

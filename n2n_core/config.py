@@ -71,3 +71,25 @@ class TrainConfig:
     grad_accum: int = 1
     gradient_checkpointing: bool = False
     texture_dir: str | None = None  # DTD images for anomaly appearances; None: procedural
+
+    def __post_init__(self) -> None:
+        positive = {
+            "batch_size": self.batch_size,
+            "checkpoint_every": self.checkpoint_every,
+            "log_every": self.log_every,
+            "grad_accum": self.grad_accum,
+        }
+        if self.epochs is not None:
+            positive["epochs"] = self.epochs
+        else:
+            positive["steps"] = self.steps
+        for name, value in positive.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"train.{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be positive, got {self.lr!r}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(
+                "train.mixed_precision must be 'no', 'bf16' or 'fp16', "
+                f"got {self.mixed_precision!r}"
+            )

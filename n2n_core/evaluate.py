@@ -45,10 +45,20 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
     weights = run_dir / "model.safetensors"
     if not weights.is_file():
-        raise FileNotFoundError(
-            f"{weights} not found: the run has not finished (resume it with --resume)"
+        ckpt = run_dir / "checkpoints"
+        hint = (
+            "resume it: train with the same options and --resume"
+            if ckpt.is_dir() and any(p.suffix != ".tmp" for p in ckpt.iterdir())
+            else "it has no checkpoint either: train it again with the same --out"
         )
-    return load_file(weights)
+        raise FileNotFoundError(f"{weights} not found: the run has not finished ({hint})")
+    try:
+        return load_file(weights)
+    except Exception as exc:  # truncated or not a safetensors file
+        raise ValueError(
+            f"cannot read {weights} ({exc}): the file is damaged; train again, or resume if "
+            "checkpoints/last exists"
+        ) from None
 
 
 def load_model(run_dir: Path | str, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -117,7 +127,18 @@ def predict_categories(
         pred, masks, labels = predict_dataset(
             method, model, ds, method.class_index(cfg, cat), seed, device
         )
-        yield cat, ds, pred, masks, labels, time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        lost = [i for i in range(len(ds)) if labels[i] and not bool(masks[i].any())]
+        if lost:
+            names = ", ".join(str(ds.samples[i].image) for i in lost[:10])
+            warnings.warn(
+                f"{cat}: {len(lost)} anomalous test image(s) have no defect pixel left at "
+                f"{masks.shape[-1]} px (the defect vanished when the mask was resized): {names}. "
+                "They count as anomalous images with no defect pixels; a larger image size "
+                "keeps them",
+                stacklevel=2,
+            )
+        yield cat, ds, pred, masks, labels, seconds
 
 
 def metrics_of(
@@ -152,6 +173,15 @@ def _figure(
     return buf.getvalue()
 
 
+def _write_scores(run_dir: Path, rows: list) -> None:
+    """scores.csv: one row per test image scored so far (rewritten after every category)."""
+    atomic_write_csv(
+        run_dir / "scores.csv",
+        ["category", "image", "label", "defect", "score"],
+        [[cat, str(s.image), s.label, s.defect, f"{v:.6f}"] for cat, s, v in rows],
+    )
+
+
 def _write(run_dir: Path, per_cat: dict, rows: list, info: dict, fig: bytes | None) -> None:
     table = mean_table(per_cat)
     atomic_write_csv(
@@ -162,11 +192,7 @@ def _write(run_dir: Path, per_cat: dict, rows: list, info: dict, fig: bytes | No
             for cat, r in (table if len(per_cat) > 1 else per_cat).items()
         ],
     )
-    atomic_write_csv(
-        run_dir / "scores.csv",
-        ["category", "image", "label", "defect", "score"],
-        [[cat, str(s.image), s.label, s.defect, f"{v:.6f}"] for cat, s, v in rows],
-    )
+    _write_scores(run_dir, rows)
     atomic_write_text(run_dir / "eval_info.json", json.dumps(info, indent=2) + "\n")
     if fig is not None:
         atomic_write_bytes(run_dir / "figures" / "samples.png", fig)
@@ -200,8 +226,9 @@ def evaluate_run(
         rows += [(cat, s, v) for s, v in zip(ds.samples, pred.scores.tolist(), strict=True)]
         counts["test_images"] += len(ds)
         counts["anomalous"] += int(labels.sum())
-        if fig is None and write:
-            fig = _figure(ds, pred, masks, labels)
+        if write:
+            _write_scores_safely(run_dir, rows)  # the scores so far: nothing lost on a crash
+            fig = fig if fig is not None else _figure(ds, pred, masks, labels)
     metrics = mean_table(per_cat)["mean"] if len(per_cat) > 1 else next(iter(per_cat.values()))
     if write:
         info = {"method": method.name, "categories": list(per_cat), "resolution": cfg.image_size}
@@ -212,6 +239,16 @@ def evaluate_run(
             grid_aupro["mean"] = sum(vals) / len(vals) if vals else None
             info[f"pixel_aupro_grid{grid[0]}_{grid[1]}_official"] = grid_aupro
         info["device"] = str(dev)
-        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        _write(run_dir, per_cat, rows, info, fig)
+        try:
+            atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+            _write(run_dir, per_cat, rows, info, fig)
+        except OSError as exc:  # a full or read-only disk: the metrics are still returned
+            warnings.warn(f"could not write the results into {run_dir}: {exc}", stacklevel=2)
     return metrics
+
+
+def _write_scores_safely(run_dir: Path, rows: list) -> None:
+    try:
+        _write_scores(run_dir, rows)
+    except OSError as exc:
+        warnings.warn(f"could not write {run_dir / 'scores.csv'}: {exc}", stacklevel=3)

@@ -11,6 +11,9 @@ from pathlib import Path
 
 __all__ = ["atomic_write_bytes", "atomic_write_csv", "atomic_write_text"]
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
@@ -22,6 +25,7 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # as open() would create it (mkstemp makes 0600)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -58,7 +58,10 @@ _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 # ----------------------------------------------------------------------------- input checks
 def _to_numpy(x: object, name: str) -> np.ndarray:
     if hasattr(x, "detach"):  # a torch tensor; no copy when it already lives on the CPU
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        if x.is_floating_point() and x.element_size() < 4:  # bfloat16 / float16: NumPy lacks
+            x = x.float()  # bfloat16, and float16 scores tie too often to rank exactly
+        x = x.numpy()
     arr = np.asarray(x)
     if arr.dtype == object:
         raise TypeError(f"{name} must be a numeric array, got dtype object")
@@ -378,9 +381,10 @@ def evaluate(
 
     ``image_scores`` default to each map's maximum (MVTec convention; DiffusionAD uses the
     top-50 mean, which the method computes and passes here). ``labels`` default to "mask is
-    not empty"; when given they must agree with the masks. ``paper_grid_thresholds=1000``
-    adds ``pixel_aupro_grid``, the paper-codebase approximation (``aupro_grid``), beside the
-    exact value.
+    not empty"; when given, no normal image may have defect pixels (an anomalous one without
+    any, e.g. a tiny defect lost to resizing, counts at image level only).
+    ``paper_grid_thresholds=1000`` adds ``pixel_aupro_grid``, the paper-codebase approximation
+    (``aupro_grid``), beside the exact value.
     """
     a = _as_maps(maps)
     m = _as_binary(masks, "masks", a.shape)
@@ -391,12 +395,12 @@ def evaluate(
         y = _as_binary(labels, "labels").ravel()
         if y.size != a.shape[0]:
             raise ValueError(f"labels has {y.size} entries, expected {a.shape[0]} (one per map)")
-        bad = np.flatnonzero(y != has_defect)
+        bad = np.flatnonzero(~y & has_defect)
         if bad.size:
             raise ValueError(
-                f"labels disagree with masks at images {bad[:10].tolist()}: an image is "
-                "anomalous exactly when its mask has a defect pixel"
-            )
+                f"labels disagree with masks at images {bad[:10].tolist()}: a normal image "
+                "(label 0) has defect pixels"
+            )  # an anomalous image without defect pixels is allowed (a defect lost to resizing)
     s = a.max(axis=(1, 2)) if image_scores is None else _as_scores(image_scores, "image_scores")
     out = {f"image_{k}": v for k, v in binary_metrics(s, y).items()}
     out.update(_pixel_metrics(a, m, fpr_limit, chunk_size=1 << 20))

@@ -68,6 +68,20 @@ def _check_parameters(nb: Path, given: Mapping[str, object]) -> None:
     unknown = sorted(set(given) - set(declared))
     if unknown:
         raise ValueError(f"{nb.name} has no parameter(s) {unknown}; it takes {sorted(declared)}")
+    for name, value in given.items():  # a value of the default's type (None: anything)
+        try:
+            default = ast.literal_eval(str(declared[name].get("default")))
+        except (ValueError, SyntaxError):
+            continue
+        kind = type(default)
+        if default is None or kind not in (int, float, bool, str):
+            continue
+        accepted = (int, float) if kind is float else (kind,)
+        if not isinstance(value, accepted) or (kind is not bool and isinstance(value, bool)):
+            raise ValueError(
+                f"{nb.name}: parameter {name}={value!r} must be {kind.__name__} like its "
+                f"default {default!r}"
+            )
 
 
 def _key_numbers(executed: Path) -> dict[str, object]:
@@ -97,6 +111,8 @@ def run_notebooks(
 
     from n2n_core.profiles import get_profile
 
+    if "profile" in (parameters or {}):
+        raise ValueError("choose the profile with --profile, not --param profile=...")
     get_profile(profile)  # refuse an unknown profile before starting any kernel
     out = Path(out_dir if out_dir is not None else Path("runs") / profile).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ __all__ = [
     "DataSpec",
     "TrainConfig",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "adopt",
     "categories_of",
     "ensure_trained",
@@ -49,6 +52,39 @@ def __getattr__(name: str) -> Any:
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C (SIGINT) or SIGTERM stopped training after a checkpoint of the current step."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class _StopRequest:
+    """While active, SIGINT and SIGTERM (Ctrl-C, ``timeout``, SLURM, Colab) only ask the loop to
+    stop after the running step, so that a checkpoint holds every finished step; a second
+    signal interrupts at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # a second signal: give up waiting
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 class _State:
@@ -132,35 +168,46 @@ def _resumable(run_dir: Path) -> bool:
     finished stage (a sub-folder with its train_info.json)."""
     ckpts = run_dir / "checkpoints"
     if ckpts.is_dir() and any(
-        p.is_dir() and p.suffix not in (".tmp", ".old") for p in ckpts.iterdir()
+        p.is_dir() and p.suffix != ".tmp"
+        for p in ckpts.iterdir()  # .old: _recover
     ):
         return True
     return run_dir.is_dir() and any((p / "train_info.json").is_file() for p in run_dir.iterdir())
 
 
-def _start(run_dir: Path, record: dict, resume: bool, accelerator: Any) -> None:
-    """Check the folder (a new run, or a resumable one with the same settings), then write
-    run.json."""
-    if resume:
-        if not _resumable(run_dir):
-            raise FileNotFoundError(
-                f"nothing to resume in {run_dir}: no checkpoint and no finished stage"
-            )
+def _holds_work(run_dir: Path) -> bool:
+    """Whether a run folder kept anything worth keeping: a checkpoint, a finished stage or a
+    trained model. A folder without (a first attempt that failed or was killed before its
+    first checkpoint) starts over."""
+    return _resumable(run_dir) or (run_dir / "model.safetensors").exists()
+
+
+def _start(run_dir: Path, record: dict, resume: bool, accelerator: Any) -> bool:
+    """Check the folder, then write run.json. Returns whether to resume: a resumable run with
+    the same settings; a run.json with no work behind it starts over, with or without
+    ``--resume``."""
+    if not (run_dir / "run.json").exists():
+        if resume:
+            raise FileNotFoundError(f"nothing to resume in {run_dir}: it holds no run.json")
+    elif not _holds_work(run_dir):
+        resume = False  # nothing was saved: start over in place
+    elif not resume:
+        raise FileExistsError(
+            f"{run_dir} already holds a run: pass --resume, or choose another --out"
+        )
+    else:
         differ = settings_differ(run_dir, record)
         if differ:
             raise ValueError(
                 f"{run_dir / 'run.json'} was written with other settings ({', '.join(differ)}); "
                 "resume with the same ones"
             )
-    elif (run_dir / "run.json").exists():
-        raise FileExistsError(
-            f"{run_dir} already holds a run: pass --resume, or choose another --out"
-        )
     accelerator.wait_for_everyone()  # every process checks before the main one writes
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
     accelerator.wait_for_everyone()
+    return resume
 
 
 def _save_checkpoint(accelerator: Any, ckpt: Path) -> None:
@@ -170,7 +217,15 @@ def _save_checkpoint(accelerator: Any, ckpt: Path) -> None:
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    try:
+        accelerator.save_state(str(tmp))
+    except (OSError, RuntimeError) as exc:  # e.g. a full disk: torch says "unexpected pos"
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(
+            f"could not write the checkpoint {tmp} ({exc}); is the disk full or read-only? "
+            f"The previous checkpoint {ckpt} is kept"
+        ) from exc
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if ckpt.exists():
@@ -178,6 +233,17 @@ def _save_checkpoint(accelerator: Any, ckpt: Path) -> None:
         tmp.rename(ckpt)
         shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+def _recover(ckpt: Path) -> None:
+    """After a crash between the two renames of ``_save_checkpoint`` (``last → last.old``,
+    ``last.tmp → last``) there is no ``last``: the ``.tmp`` one is then complete (it was
+    written before the first rename) and newest; without it, ``.old`` is the last good one."""
+    tmp, old = ckpt.with_name(ckpt.name + ".tmp"), ckpt.with_name(ckpt.name + ".old")
+    if ckpt.exists() or not old.exists():
+        return
+    (tmp if tmp.is_dir() else old).rename(ckpt)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _optimizer(model: torch.nn.Module, train_cfg: TrainConfig, steps: int) -> tuple:
@@ -230,6 +296,14 @@ def _info(summary: dict, total: float, steps: int) -> str:
     return json.dumps(info, indent=2) + "\n"
 
 
+def _logged(line: str, step: int) -> bool:
+    """Whether a log line records a step up to ``step`` (a line cut off by a crash: no)."""
+    try:
+        return json.loads(line)["step"] <= step
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return False
+
+
 def _loop(
     model: torch.nn.Module, feed: Any, tcfg: TrainConfig, gen: torch.Generator, folder: Path,
     ckpt: Path, accelerator: Any, resume: bool, stop_after: int | None, desc: str,
@@ -249,36 +323,45 @@ def _loop(
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     state = _State()
     accelerator.register_for_checkpointing(state, _Generator(gen))
+    if resume and accelerator.is_main_process:
+        _recover(ckpt)
+    accelerator.wait_for_everyone()
     if resume and ckpt.is_dir():
         accelerator.load_state(str(ckpt))
     log_path = folder / "train_log.jsonl"
     if main:
         kept = []
         if resume and log_path.exists():
-            kept = [
-                ln
-                for ln in log_path.read_text().splitlines()
-                if json.loads(ln)["step"] <= state.step
-            ]
+            kept = [ln for ln in log_path.read_text().splitlines() if _logged(ln, state.step)]
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(log_path, "".join(ln + "\n" for ln in kept))
     bar = progress(total=steps, initial=state.step, desc=desc, disable=not main)
     start, before = time.perf_counter(), state.seconds  # before: earlier segments of the run
     last: dict[str, float] = {}
-    while state.step < steps:
-        last = _step(model, feed, optimizer, scheduler, tcfg, accelerator, gen, state, ckpt)
-        state.step += 1
-        bar.update(1)
-        if main and (state.step % tcfg.log_every == 0 or state.step == steps):
-            with log_path.open("a") as f:
-                f.write(json.dumps({"step": state.step, **last}) + "\n")
-            bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()})
-        stopping = stop_after is not None and state.step >= stop_after
-        if state.step % tcfg.checkpoint_every == 0 or state.step == steps or stopping:
-            state.seconds = before + time.perf_counter() - start
-            _save_checkpoint(accelerator, ckpt)
-        if stopping:
-            break
+    with _StopRequest() as request:
+        while state.step < steps:
+            last = _step(model, feed, optimizer, scheduler, tcfg, accelerator, gen, state, ckpt)
+            state.step += 1
+            bar.update(1)
+            if main and (state.step % tcfg.log_every == 0 or state.step == steps):
+                with log_path.open("a") as f:
+                    f.write(json.dumps({"step": state.step, **last}) + "\n")
+                bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()})
+            signalled = _requested(request, accelerator)
+            stopping = signalled or (stop_after is not None and state.step >= stop_after)
+            if state.step % tcfg.checkpoint_every == 0 or state.step == steps or stopping:
+                state.seconds = before + time.perf_counter() - start
+                _save_checkpoint(accelerator, ckpt)
+            if signalled:
+                bar.close()
+                name = signal.Signals(request.signum or signal.SIGINT).name
+                raise TrainingInterrupted(
+                    f"{name} at step {state.step}/{steps} ({desc}): saved {ckpt}; continue "
+                    "with the same command and --resume",
+                    request.signum or signal.SIGINT,
+                )
+            if stopping:
+                break
     bar.close()
     seconds = time.perf_counter() - start
     summary = {
@@ -293,6 +376,17 @@ def _loop(
         summary["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     accelerator.wait_for_everyone()
     return accelerator.unwrap_model(model), summary, before + seconds
+
+
+def _requested(request: _StopRequest, accelerator: Any) -> bool:
+    """Whether any process was asked to stop (all processes then stop at the same step)."""
+    asked = request.signum is not None
+    if accelerator.num_processes > 1:
+        flag = torch.tensor([float(asked)], device=accelerator.device)
+        asked = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+        if asked and request.signum is None:
+            request.signum = signal.SIGTERM
+    return asked
 
 
 def _accelerator(tcfg: TrainConfig) -> Any:
@@ -328,6 +422,17 @@ def _train_stage(run_dir: Path, stage: methods.Stage, resume: bool, stop_after: 
     return True
 
 
+def _check_data(data: DataSpec) -> None:
+    """Every category of the run exists and has training images (raises DatasetError naming
+    the path)."""
+    from n2n_core.data import load_samples
+    from n2n_core.data.samples import DatasetError
+
+    for category in categories_of(data):
+        if not load_samples(data.source, data.root, category, "train"):
+            raise DatasetError(f"{category!r} under {data.root} has no training images")
+
+
 def train(
     run_dir: Path | str,
     model_cfg: Any,
@@ -346,9 +451,10 @@ def train(
     from accelerate.utils import set_seed
 
     run_dir, method = Path(run_dir), methods.method_of(model_cfg)
+    _check_data(data)  # before the run folder exists: a bad dataset leaves nothing behind
     accelerator = _accelerator(train_cfg)
     main = accelerator.is_main_process
-    _start(run_dir, _record(model_cfg, train_cfg, data), resume, accelerator)
+    resume = _start(run_dir, _record(model_cfg, train_cfg, data), resume, accelerator)
     stages = method.stages(model_cfg, train_cfg, data, run_dir)
     if until is not None and until not in [s.name for s in stages]:
         return {"stage": until, "finished": True}  # e.g. no "vae" stage: a pretrained VAE

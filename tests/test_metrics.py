@@ -221,7 +221,7 @@ def test_grid_aupro_nan_when_one_point_survives():
         ({"masks": np.zeros((2, 4, 4), dtype=bool)}, "no anomalous"),
         ({"masks": np.ones((2, 4, 4), dtype=bool)}, "no normal"),
         ({"image_scores": [0.1, np.inf]}, "image_scores contain NaN or inf"),
-        ({"labels": [1, 1]}, "labels disagree with masks at images \\[1\\]"),
+        ({"labels": [0, 0]}, "labels disagree with masks at images \\[0\\]: a normal"),
         ({"labels": [1]}, "one per map"),
     ],
 )
@@ -232,6 +232,20 @@ def test_bad_input_is_named(kwargs, match):
     args = {"maps": maps, "masks": masks, **kwargs}
     with pytest.raises((ValueError, TypeError), match=match):
         M.evaluate(**args)
+
+
+def test_an_anomalous_image_without_defect_pixels_counts_at_image_level_only():
+    """A tiny defect lost to resizing: its image stays anomalous; its pixels are all normal."""
+    maps, masks = random_case(21)
+    labels = masks.any(axis=(1, 2))
+    assert labels[0]
+    masks[0] = False  # image 0 stays anomalous (label 1) but has no defect pixel any more
+    scores = maps.max(axis=(1, 2))
+    got = M.evaluate(maps, masks, scores, labels)
+    pixel = M.pixel_metrics(maps, masks)
+    assert all(got[k] == pytest.approx(v, abs=1e-12) for k, v in pixel.items())
+    image = M.binary_metrics(scores, labels)
+    assert got["image_auroc"] == pytest.approx(image["auroc"], abs=1e-12)
 
 
 def test_single_class_image_labels():

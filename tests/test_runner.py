@@ -82,6 +82,14 @@ def test_unknown_parameter_and_missing_parameters_cell_are_refused(nb_dir, tmp_p
         runner.run_notebooks("smoke", tmp_path / "o", nb_dir, only=["03"])
     with pytest.raises(ValueError, match="profile must be one of"):
         runner.run_notebooks("fast", tmp_path / "o", nb_dir)
+    # the profile only through --profile; a value of the wrong type before any kernel starts
+    with pytest.raises(ValueError, match="--profile, not --param"):
+        runner.run_notebooks("smoke", tmp_path / "o", nb_dir, parameters={"profile": "fast"})
+    with pytest.raises(ValueError, match=r"scale='abc' must be int like its default 2"):
+        runner.run_notebooks(
+            "smoke", tmp_path / "o", nb_dir, only=["01"], parameters={"scale": "abc"}
+        )
+    assert not (tmp_path / "o" / "01_ok.ipynb").exists()
 
 
 def test_cli_exit_codes(nb_dir, tmp_path, capsys):

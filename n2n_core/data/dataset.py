@@ -3,7 +3,10 @@
 Decisions (each tested):
 - grayscale and 16-bit images are expanded to 3 channels; an alpha channel is dropped (the
   benchmarks' images are opaque; alpha carries no appearance);
-- masks are binarised with ``> 0`` (MVTec stores 0/255, raw VisA small labels, some 0/1);
+- masks are binarised with ``> 0`` (MVTec stores 0/255, raw VisA small labels, some 0/1),
+  JPEG masks with ``> 127`` (their compression spreads grey values around every edge);
+- 16-bit images are divided by 257 (their bit depth), whatever their content; every image and
+  mask is turned upright as its EXIF orientation says;
 - a mask whose size differs from its image is an **error**, not a silent resize: in these
   datasets a size mismatch means a wrong pairing;
 - images are resized bilinearly (antialiased), masks with nearest neighbour; or, with
@@ -13,23 +16,29 @@ Decisions (each tested):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from n2n_core.data.samples import DatasetError, Sample
 
 __all__ = ["AnomalyDataset", "load_image", "load_mask"]
 
 
+LOSSY = frozenset({".jpg", ".jpeg"})  # mask formats whose compression blurs the 0/255 edges
+_warned: set[str] = set()
+
+
 def _open(path: Path, what: str) -> Image.Image:
+    """The decoded image, turned upright as its EXIF orientation says (as viewers show it)."""
     try:
         im = Image.open(path)
         im.load()
-        return im
+        return ImageOps.exif_transpose(im)
     except FileNotFoundError:
         raise DatasetError(f"{what} {path} does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -41,7 +50,8 @@ def load_image(path: Path | str) -> np.ndarray:
     im = _open(Path(path), "image")
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
-        a = a / 257.0 if a.max() > 255 else a  # 16-bit → 8-bit
+        if im.mode != "F":  # 16-bit integer images: scaled by their bit depth, never by content
+            a = a / 257.0
         return np.repeat(np.clip(np.rint(a), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
     if im.mode == "P":
         im = im.convert("RGBA")
@@ -49,10 +59,23 @@ def load_image(path: Path | str) -> np.ndarray:
 
 
 def load_mask(path: Path | str) -> np.ndarray:
-    """(H, W) bool: every non-zero pixel is a defect pixel (palette masks: non-zero index)."""
-    im = _open(Path(path), "mask")
+    """(H, W) bool: every non-zero pixel is a defect pixel (palette masks: non-zero index). A
+    JPEG mask's compression spreads grey values around every edge, so there it is > 127 (half
+    of 255), with a warning once per folder."""
+    path = Path(path)
+    im = _open(path, "mask")
     single = im.mode in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L", "F")
-    return np.asarray(im if single else im.convert("L")) > 0
+    a = np.asarray(im if single else im.convert("L"))
+    if path.suffix.lower() in LOSSY:
+        if str(path.parent) not in _warned:
+            _warned.add(str(path.parent))
+            warnings.warn(
+                f"masks in {path.parent} are JPEG (lossy): thresholded at 128 instead of > 0; "
+                "save masks as PNG to keep them exact",
+                stacklevel=2,
+            )
+        return a > 127
+    return a > 0
 
 
 def _resize(a: np.ndarray, size: int, nearest: bool) -> np.ndarray:

@@ -42,7 +42,11 @@ def is_texture(source: str, category: str) -> bool:
 
 # ------------------------------------------------------------------------- MVTec style
 def _mvtec_categories(root: Path) -> list[str]:
-    return sorted(d.name for d in root.iterdir() if (d / "train").is_dir() or (d / "test").is_dir())
+    return sorted(
+        d.name
+        for d in root.iterdir()
+        if not d.name.startswith(".") and ((d / "train").is_dir() or (d / "test").is_dir())
+    )
 
 
 def _masks_by_stem(gt_dir: Path) -> dict[str, Path]:
@@ -64,7 +68,10 @@ def _read_mvtec_style(cat_dir: Path, category: str, split: str) -> list[Sample]:
     if not test_dir.is_dir():
         raise DatasetError(f"test split missing: expected the folder {test_dir}")
     samples = []
-    for defect_dir in sorted(d for d in test_dir.iterdir() if d.is_dir()):
+    # hidden folders (.ipynb_checkpoints, macOS metadata) are not defect types
+    for defect_dir in sorted(
+        d for d in test_dir.iterdir() if d.is_dir() and not d.name.startswith(".")
+    ):
         defect = defect_dir.name
         if defect == "good":
             samples += [Sample(p, None, 0, "good", category, "test") for p in list_images(defect_dir)]
@@ -199,6 +206,8 @@ def _check_root(source: str, root: Path) -> Path:
         from n2n_core.data.synthetic import ensure_synthetic
 
         ensure_synthetic(root)  # first use: generate; an existing one is read as it is
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"dataset root {root} is a file, not a folder ({source}: {_HINTS[source]})")
     if not root.is_dir():
         raise DatasetError(f"dataset root {root} does not exist ({source}: {_HINTS[source]})")
     return root

@@ -25,7 +25,10 @@ class Sample:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder`` (any case of the usual extensions), sorted by name."""
+    """Image files directly in ``folder`` (any case of the usual extensions), sorted by name;
+    hidden files (macOS ``._*`` metadata, editors' backups) are not images."""
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
     )

@@ -75,16 +75,16 @@ def load_run(run_dir: Path | str) -> tuple[Any, TrainConfig, DataSpec]:
     path = Path(run_dir) / "run.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {run_dir} is not a training run folder")
-    d = json.loads(path.read_text())
     try:
+        d = json.loads(path.read_text())
         method = get(str(d.get("method")))
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
-    return (
-        from_dict(method.config, d["model"]),
-        from_dict(TrainConfig, d["train"]),
-        from_dict(DataSpec, d["data"]),
-    )
+        return (
+            from_dict(method.config, d["model"]),
+            from_dict(TrainConfig, d["train"]),
+            from_dict(DataSpec, d["data"]),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSONDecodeError: ValueError
+        raise ValueError(f"{path} is not a valid run record: {type(e).__name__}: {e}") from None
 
 
 def set_field(cfg: Any, path: str, value: Any) -> Any:

@@ -80,6 +80,8 @@ class DiffusionADConfig:
         return self.variant != "denoising_only"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.top_k, int) or self.top_k < 1:
+            raise ValueError(f"top_k must be a positive number of pixels, got {self.top_k!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if not self.lambdas or not all(1 <= lam <= self.T for lam in self.lambdas):

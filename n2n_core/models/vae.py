@@ -87,6 +87,14 @@ def load_pretrained_vae(name_or_path: str) -> LatentVAE:
     from diffusers import AutoencoderKL
 
     local = Path(name_or_path).expanduser()
+    if str(name_or_path).startswith(("/", "./", "../", "~")) or local.exists():
+        if not (local / "config.json").is_file():  # a path, never tried as a hub id
+            raise FileNotFoundError(
+                f"VAE folder {local} {'has no config.json' if local.is_dir() else 'does not exist'}"
+                f": expected a diffusers AutoencoderKL folder (config.json + "
+                f"diffusion_pytorch_model.safetensors), e.g. `huggingface-cli download {SD_VAE} "
+                "--local-dir models/sd-vae-ft-ema` on a connected machine"
+            )
     try:
         if local.is_dir():
             return LatentVAE(AutoencoderKL.from_pretrained(local))
