@@ -66,6 +66,7 @@ def decodiff(seed: int, root: Path, runs: Path, cats: list[str]) -> dict:
         [vae.encode(images[i : i + 64].float() / 127.5 - 1) for i in range(0, len(images), 64)]
     )
     out: dict = {"latent_mean": float(z.mean()), "latent_std": float(z.std()), "psnr": {}}
+    out["network"] = cfg.network
     for cat in cats:
         test = load_samples("synthetic", root, cat, "test")
         good = AnomalyDataset([s for s in test if not s.label], cfg.image_size, (-1.0, 1.0))
@@ -92,46 +93,67 @@ def _cell(values: list[float], scale: float = 100, digits: int = 1) -> str:
     return f"{sum(v) / len(v):.{digits}f} ({min(v):.{digits}f}–{max(v):.{digits}f})"
 
 
+def _network(row: dict) -> str:
+    """DeCo-Diff's smoke network of a recorded run (lines before the field: n2n's UNet)."""
+    return row["decodiff"].get("network", "n2n")
+
+
 def report(path: str) -> str:
-    """Markdown tables of every recorded run: per category mean (min–max), and per run."""
+    """Markdown tables of every recorded run: per category mean (min–max) for each method (and
+    DeCo-Diff network), then one line per run."""
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     keys = ("image_auroc", "pixel_aupro", "pixel_ap")
     out = [
         f"{len(rows)} runs: " + ", ".join(f"seed {r['seed']} {r['cpu_capability']}" for r in rows)
     ]
-    for method, name in (("diffusionad", "DiffusionAD"), ("decodiff", "DeCo-Diff")):
-        runs = [r[method]["metrics"] for r in rows if method in r]
-        out += ["", f"{name}: mean (min–max) over the runs", ""]
+    groups = [("DiffusionAD", [r["diffusionad"] for r in rows if "diffusionad" in r])]
+    for net in sorted({_network(r) for r in rows if "decodiff" in r}):
+        picked = [r["decodiff"] for r in rows if "decodiff" in r and _network(r) == net]
+        groups.append((f"DeCo-Diff ({net} network)", picked))
+    for name, picked in groups:
+        runs = [p["metrics"] for p in picked]
+        out += ["", f"{name}: mean (min–max) over {len(runs)} runs", ""]
         out += ["| category | image AUROC | pixel AUPRO | pixel AP |", "|---|---|---|---|"]
         for cat in runs[0]:
             cells = [_cell([m[cat][k] for m in runs]) for k in keys]
             out.append(f"| {cat} | " + " | ".join(cells) + " |")
-    out += ["", "| run | DiffusionAD mean I-AUROC / AUPRO / P-AP | DeCo-Diff mean I-AUROC / AUPRO "
-            "/ P-AP | DeCo-Diff pixel AP: geometric / pixel-only / latent-only |",
-            "|---|---|---|---|"]  # fmt: skip
+    out += ["", "| run | DiffusionAD mean I-AUROC / AUPRO / P-AP | DeCo-Diff network | DeCo-Diff "
+            "mean I-AUROC / AUPRO / P-AP | DeCo-Diff pixel AP: geometric / pixel-only / "
+            "latent-only |", "|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        d, e = r["diffusionad"]["metrics"]["mean"], r["decodiff"]["metrics"]["mean"]
-        t4 = r["decodiff"]["table4"]
-        out.append(
-            f"| seed {r['seed']}, {r['cpu_capability']} | "
-            + " / ".join(f"{100 * d[k]:.1f}" for k in keys) + " | "
-            + " / ".join(f"{100 * e[k]:.1f}" for k in keys) + " | "
-            + " / ".join(f"{100 * t4[k]['pixel_ap']:.1f}" for k in ("geometric", "pixel", "latent"))
-            + " |"
-        )  # fmt: skip
+        cells = [f"seed {r['seed']}, {r['cpu_capability']}"]
+        if "diffusionad" in r:
+            d = r["diffusionad"]["metrics"]["mean"]
+            cells.append(" / ".join(f"{100 * d[k]:.1f}" for k in keys))
+        else:
+            cells.append("—")
+        if "decodiff" in r:
+            e, t4 = r["decodiff"]["metrics"]["mean"], r["decodiff"]["table4"]
+            cells += [_network(r), " / ".join(f"{100 * e[k]:.1f}" for k in keys)]
+            kinds = ("geometric", "pixel", "latent")
+            cells.append(" / ".join(f"{100 * t4[k]['pixel_ap']:.1f}" for k in kinds))
+        else:
+            cells += ["—", "—", "—"]
+        out.append("| " + " | ".join(cells) + " |")
+    dif = [v for r in rows if "diffusionad" in r for v in r["diffusionad"]["losses"].values()]
     ratios = {
-        "noise loss, last 8 / first (05)": [
-            v["noise_ratio"] for r in rows for v in r["diffusionad"]["losses"].values()
-        ],
-        "mask loss, last 8 / first (05)": [
-            v["mask_ratio"] for r in rows for v in r["diffusionad"]["losses"].values()
-        ],
-        "DoD loss, last 5 / first (09)": [r["decodiff"]["dod_ratio"] for r in rows],
-        "lowest category PSNR, dB (08)": [min(r["decodiff"]["psnr"].values()) for r in rows],
-        "latent mean (08)": [r["decodiff"]["latent_mean"] for r in rows],
+        "noise loss, last 8 / first (05)": [v["noise_ratio"] for v in dif],
+        "mask loss, last 8 / first (05)": [v["mask_ratio"] for v in dif],
     }
+    for net in sorted({_network(r) for r in rows if "decodiff" in r}):
+        deco = [r["decodiff"] for r in rows if "decodiff" in r and _network(r) == net]
+        ratios[f"DoD loss, last 5 / first (09), {net}"] = [d["dod_ratio"] for d in deco]
+        t4 = [d["table4"] for d in deco]
+        ratios[f"geometric − latent-only pixel AP (09), {net}"] = [
+            x["geometric"]["pixel_ap"] - x["latent"]["pixel_ap"] for x in t4
+        ]
+        for k in ("image_auroc", "pixel_aupro"):
+            ratios[f"mean {k} (09), {net}"] = [d["metrics"]["mean"][k] for d in deco]
+    deco = [r["decodiff"] for r in rows if "decodiff" in r]
+    ratios["lowest category PSNR, dB (08)"] = [min(d["psnr"].values()) for d in deco]
+    ratios["latent mean (08)"] = [d["latent_mean"] for d in deco]
     out += ["", "| asserted quantity | mean (min–max) |", "|---|---|"]
-    out += [f"| {k} | {_cell(v, 1, 2)} |" for k, v in ratios.items()]
+    out += [f"| {k} | {_cell(v, 1, 2) if v else '—'} |" for k, v in ratios.items()]
     return "\n".join(out)
 
 

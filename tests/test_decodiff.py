@@ -30,6 +30,7 @@ from n2n_core.deviation import (
 )
 from n2n_core.methods import resolve
 from n2n_core.methods.decodiff import (
+    OFFICIAL_CLASSES,
     PROFILES,
     AugmentedLatentFeed,
     DeCoDiff,
@@ -41,6 +42,7 @@ from n2n_core.methods.decodiff import (
 )
 from n2n_core.metrics import METRIC_KEYS
 from n2n_core.models import count_parameters
+from n2n_core.models.ldm_unet import OfficialDoD
 from n2n_core.models.vae import (
     AutoencoderTrainer,
     VAEConfig,
@@ -351,6 +353,20 @@ def test_paper_profile_is_the_papers_setting():
     # the UNet's class count and latent size are derived from classes and the VAE's factor
     assert replace(cfg, classes=("a", "b")).unet_config.num_classes == 2
     assert cfg.with_classes(["a", "b"]).unet.num_classes == 2
+
+
+def test_smoke_profile_is_a_tiny_official_network():
+    """The smoke profile runs the paper profile's architecture (the official LDM UNet), small:
+    base 32, one block per level, one head of 32 channels, 4.2 M parameters."""
+    cfg, _ = resolve("decodiff", "smoke", "synthetic", ["cap", "chip", "grain", "weave"])
+    paper, _ = resolve("decodiff", "paper", "mvtec", list(OFFICIAL_CLASSES["mvtec"]))
+    small = DeCoDiff(cfg).net
+    assert cfg.network == paper.network == "official"
+    assert (cfg.official_unet.latent_size, cfg.official_unet.ncls) == (16, 4)
+    assert 4.0e6 < count_parameters(small) < 4.3e6
+    with torch.device("meta"):
+        big = OfficialDoD(paper.official_config)
+    assert {type(m).__name__ for m in small.modules()} == {type(m).__name__ for m in big.modules()}
 
 
 def test_class_conditioning_changes_the_prediction():

@@ -193,7 +193,8 @@ def test_derived_fields_follow_overrides_for_both_methods():
     # a pretrained VAE (f = 8) at the smoke size: the latent size follows the VAE's factor
     cfg, _ = resolve("decodiff", "smoke", "mvtec", ["a"], {"model.vae.pretrained": "/some/vae"})
     assert cfg.unet.image_size == 64 // 8 and cfg.classes == ()
-    assert methods.get("decodiff").build(cfg).unet.config.sample_size == 8
+    assert methods.get("decodiff").build(cfg).net.unet.config.sample_size == 8
+    assert (cfg.official_unet.latent_size, cfg.official_unet.ncls) == (8, 1)
 
 
 def test_paper_epochs_per_dataset_and_steps_clear_epochs():

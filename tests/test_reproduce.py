@@ -168,10 +168,9 @@ def test_diffusionad_ablations_tables_3_and_4(tmp_path):
 def test_decodiff_ablations_predict_once_per_setting(tmp_path):
     root = fixtures.write_mvtec(tmp_path / "data", n_train=4, n_test=2, size=32)
     runs = tmp_path / "runs"
+    keys = ("image_size", "vae", "network", "unet", "patch_sizes")
     overrides = {
-        "model": {
-            k: getattr(TINY_DECODIFF, k) for k in ("image_size", "vae", "unet", "patch_sizes")
-        },
+        "model": {k: getattr(TINY_DECODIFF, k) for k in keys},
         "train": {"steps": 2, "batch_size": 2, "checkpoint_every": 2},
     }
     table = reproduce("decodiff-ablations", "smoke", root, runs, None, overrides)
