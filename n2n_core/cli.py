@@ -40,6 +40,7 @@ def _download(args: argparse.Namespace) -> int:
 
 def _data(args: argparse.Namespace) -> int:
     from n2n_core.data import list_categories, load_samples
+    from n2n_core.data.dataset import load_pair
     from n2n_core.data.synthetic import ensure_synthetic
 
     root = args.root or str(default_root() / args.source)  # never another dataset's folder
@@ -48,10 +49,14 @@ def _data(args: argparse.Namespace) -> int:
     for cat in args.category or list_categories(args.source, root):
         train = load_samples(args.source, root, cat, "train")
         test = load_samples(args.source, root, cat, "test")
+        if not args.no_open:  # decode every image and mask: corrupt files, mismatched pairs
+            for s in train + test:
+                load_pair(s)
         defects = sorted({s.defect for s in test if s.label})
         print(
             f"{cat:<14} train {len(train):>4}   test {len(test):>4} "
             f"({sum(s.label for s in test)} anomalous: {', '.join(defects)})"
+            + ("" if args.no_open else "  every file opened")
         )
     return 0
 
@@ -340,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("source", choices=SOURCES)
     da.add_argument("--root", help="dataset root (default: data/<source>)")
     da.add_argument("--category", nargs="*", default=[])
+    da.add_argument(
+        "--no-open", action="store_true", help="only list the files (default: decode each one)"
+    )
     da.set_defaults(func=_data)
     return parser
 

@@ -279,6 +279,7 @@ def test_offline_vae_error_names_the_hub_id_and_what_to_do(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
     ).stdout
     assert "stabilityai/sd-vae-ft-ema" in out and "HF_HUB_OFFLINE" in out and "--vae" in out
+    assert "not in the local Hugging Face cache" in out and "no file named" not in out
 
 
 def test_pretrained_vae_loads_from_a_local_folder(tmp_path):

@@ -322,3 +322,15 @@ def test_evaluate_keeps_scores_and_returns_metrics_when_the_disk_is_full(
     rows = (run / "scores.csv").read_text().splitlines()  # written as it went
     assert len(rows) == 1 + len(load_samples("mvtec", mvtec, "bottle", "test"))
     assert not (run / "metrics_per_category.csv").exists()
+
+
+def test_the_data_command_opens_every_file(tmp_path, capsys):
+    root = fixtures.write_mvtec(tmp_path / "m", categories=("bottle",), n_train=2, n_test=1)
+    assert cli.main(["data", "mvtec", "--root", str(root)]) == 0
+    assert "every file opened" in capsys.readouterr().out
+    (root / "bottle/test/broken/000.png").write_bytes(b"not a png")
+    assert cli.main(["data", "mvtec", "--root", str(root), "--no-open"]) == 0  # listing only
+    capsys.readouterr()
+    assert cli.main(["data", "mvtec", "--root", str(root)]) == 2
+    out = capsys.readouterr().out
+    assert "cannot read image" in out and "broken/000.png" in out

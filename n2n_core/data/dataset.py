@@ -26,7 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from n2n_core.data.samples import DatasetError, Sample
 
-__all__ = ["AnomalyDataset", "load_image", "load_mask"]
+__all__ = ["AnomalyDataset", "load_image", "load_mask", "load_pair"]
 
 
 LOSSY = frozenset({".jpg", ".jpeg"})  # mask formats whose compression blurs the 0/255 edges
@@ -76,6 +76,21 @@ def load_mask(path: Path | str) -> np.ndarray:
             )
         return a > 127
     return a > 0
+
+
+def load_pair(s: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """A sample's image (H, W, 3) uint8 and mask (H, W) bool (all False for a normal image);
+    a mask of another size than its image is an error naming both files."""
+    img = load_image(s.image)
+    if s.mask is None:
+        return img, np.zeros(img.shape[:2], dtype=bool)
+    mask = load_mask(s.mask)
+    if mask.shape != img.shape[:2]:
+        raise DatasetError(
+            f"mask {s.mask} is {mask.shape[1]}x{mask.shape[0]} but its image {s.image} is "
+            f"{img.shape[1]}x{img.shape[0]}: a size mismatch means a wrong pairing"
+        )
+    return img, mask
 
 
 def _resize(a: np.ndarray, size: int, nearest: bool) -> np.ndarray:
@@ -136,16 +151,7 @@ class AnomalyDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, object]:
         s = self.samples[index]
-        img = load_image(s.image)
-        if s.mask is not None:
-            mask = load_mask(s.mask)
-            if mask.shape != img.shape[:2]:
-                raise DatasetError(
-                    f"mask {s.mask} is {mask.shape[1]}x{mask.shape[0]} but its image {s.image} is "
-                    f"{img.shape[1]}x{img.shape[0]}: a size mismatch means a wrong pairing"
-                )
-        else:
-            mask = np.zeros(img.shape[:2], dtype=bool)
+        img, mask = load_pair(s)
         lo, hi = self.value_range
         x = torch.from_numpy(self._fit(img, nearest=False).copy())
         item: dict[str, object] = {

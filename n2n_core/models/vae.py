@@ -101,6 +101,12 @@ def load_pretrained_vae(name_or_path: str) -> LatentVAE:
         return LatentVAE(AutoencoderKL.from_pretrained(name_or_path))
     except (OSError, ValueError) as e:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        if "config.json" in str(e):  # diffusers' wording points at a file, not at the cause
+            e = OSError(
+                "it is not in the local Hugging Face cache"
+                + (" (HF_HUB_OFFLINE is set: nothing was downloaded)" if offline else "")
+                + " and the hub could not be reached"
+            )
         raise RuntimeError(
             f"could not load the VAE {name_or_path!r}"
             f"{' (HF_HUB_OFFLINE is set, so only the local cache was tried)' if offline else ''}."
@@ -109,7 +115,7 @@ def load_pretrained_vae(name_or_path: str) -> LatentVAE:
             ".safetensors) here, e.g. `huggingface-cli download "
             f"{SD_VAE} --local-dir models/sd-vae-ft-ema` on a connected machine, and pass that"
             " folder (--vae DIR, or VAEConfig.pretrained); set HF_HUB_OFFLINE=1 to use an already"
-            f" cached copy without network. Cause: {type(e).__name__}: {e}"
+            f" cached copy without network. Cause: {e}"
         ) from e
 
 
