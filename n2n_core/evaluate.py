@@ -45,10 +45,11 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
     weights = run_dir / "model.safetensors"
     if not weights.is_file():
-        ckpt = run_dir / "checkpoints"
+        from n2n_core.train import _resumable
+
         hint = (
             "resume it: train with the same options and --resume"
-            if ckpt.is_dir() and any(p.suffix != ".tmp" for p in ckpt.iterdir())
+            if _resumable(run_dir)
             else "it has no checkpoint either: train it again with the same --out"
         )
         raise FileNotFoundError(f"{weights} not found: the run has not finished ({hint})")
@@ -174,15 +175,20 @@ def _figure(
 
 
 def _write_scores(run_dir: Path, rows: list) -> None:
-    """scores.csv: one row per test image scored so far (rewritten after every category)."""
-    atomic_write_csv(
-        run_dir / "scores.csv",
-        ["category", "image", "label", "defect", "score"],
-        [[cat, str(s.image), s.label, s.defect, f"{v:.6f}"] for cat, s, v in rows],
-    )
+    """scores.csv: one row per test image scored so far, rewritten after every category so
+    that a crash loses nothing; a failed write (full or read-only disk) is a warning."""
+    try:
+        atomic_write_csv(
+            run_dir / "scores.csv",
+            ["category", "image", "label", "defect", "score"],
+            [[cat, str(s.image), s.label, s.defect, f"{v:.6f}"] for cat, s, v in rows],
+        )
+    except OSError as exc:
+        warnings.warn(f"could not write {run_dir / 'scores.csv'}: {exc}", stacklevel=3)
 
 
-def _write(run_dir: Path, per_cat: dict, rows: list, info: dict, fig: bytes | None) -> None:
+def _write(run_dir: Path, per_cat: dict, info: dict, fig: bytes | None) -> None:
+    """metrics_per_category.csv, eval_info.json and the figure (scores.csv: ``_write_scores``)."""
     table = mean_table(per_cat)
     atomic_write_csv(
         run_dir / "metrics_per_category.csv",
@@ -192,7 +198,6 @@ def _write(run_dir: Path, per_cat: dict, rows: list, info: dict, fig: bytes | No
             for cat, r in (table if len(per_cat) > 1 else per_cat).items()
         ],
     )
-    _write_scores(run_dir, rows)
     atomic_write_text(run_dir / "eval_info.json", json.dumps(info, indent=2) + "\n")
     if fig is not None:
         atomic_write_bytes(run_dir / "figures" / "samples.png", fig)
@@ -227,7 +232,7 @@ def evaluate_run(
         counts["test_images"] += len(ds)
         counts["anomalous"] += int(labels.sum())
         if write:
-            _write_scores_safely(run_dir, rows)  # the scores so far: nothing lost on a crash
+            _write_scores(run_dir, rows)  # the scores so far: nothing lost on a crash
             fig = fig if fig is not None else _figure(ds, pred, masks, labels)
     metrics = mean_table(per_cat)["mean"] if len(per_cat) > 1 else next(iter(per_cat.values()))
     if write:
@@ -241,14 +246,7 @@ def evaluate_run(
         info["device"] = str(dev)
         try:
             atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-            _write(run_dir, per_cat, rows, info, fig)
+            _write(run_dir, per_cat, info, fig)
         except OSError as exc:  # a full or read-only disk: the metrics are still returned
             warnings.warn(f"could not write the results into {run_dir}: {exc}", stacklevel=2)
     return metrics
-
-
-def _write_scores_safely(run_dir: Path, rows: list) -> None:
-    try:
-        _write_scores(run_dir, rows)
-    except OSError as exc:
-        warnings.warn(f"could not write {run_dir / 'scores.csv'}: {exc}", stacklevel=3)

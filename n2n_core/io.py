@@ -5,27 +5,25 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 __all__ = ["atomic_write_bytes", "atomic_write_csv", "atomic_write_text"]
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    # mode 0666 less the process umask, as open() would create it (mkstemp makes 0600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # as open() would create it (mkstemp makes 0600)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -352,13 +352,12 @@ def _loop(
             if state.step % tcfg.checkpoint_every == 0 or state.step == steps or stopping:
                 state.seconds = before + time.perf_counter() - start
                 _save_checkpoint(accelerator, ckpt)
-            if signalled:
+            if signalled:  # request.signum is set (``_requested``)
                 bar.close()
-                name = signal.Signals(request.signum or signal.SIGINT).name
                 raise TrainingInterrupted(
-                    f"{name} at step {state.step}/{steps} ({desc}): saved {ckpt}; continue "
-                    "with the same command and --resume",
-                    request.signum or signal.SIGINT,
+                    f"{signal.Signals(request.signum).name} at step {state.step}/{steps} "
+                    f"({desc}): saved {ckpt}; continue with the same command and --resume",
+                    request.signum,
                 )
             if stopping:
                 break
@@ -511,11 +510,9 @@ def ensure_trained(
             )
         if (run_dir / "model.safetensors").is_file() or (until and (run_dir / until).is_dir()):
             return run_dir
-        if _resumable(run_dir):
-            train(run_dir, model_cfg, train_cfg, data, resume=True, until=until)
-            return run_dir
-        shutil.rmtree(run_dir)  # started but never checkpointed: start over
-    train(run_dir, model_cfg, train_cfg, data, until=until)
+    # resumed if the folder kept any work; one that never did starts over (``_start``)
+    resume = (run_dir / "run.json").is_file()
+    train(run_dir, model_cfg, train_cfg, data, resume=resume, until=until)
     return run_dir
 
 

@@ -20,7 +20,7 @@ from n2n_core import cli
 from n2n_core.config import DataSpec, TrainConfig
 from n2n_core.data import fixtures, load_image, load_mask, load_samples
 from n2n_core.methods.diffusionad import DiffusionADConfig
-from n2n_core.train import train
+from n2n_core.train import ensure_trained, train
 
 # the tiny DiffusionAD networks of tests/tiny.py, as CLI settings
 TINY_SET = [
@@ -100,6 +100,11 @@ def test_a_folder_without_a_checkpoint_starts_over_with_or_without_resume(tmp_pa
         assert (run / "run.json").is_file() and not (run / "model.safetensors").exists()
         train(run, cfg, _tcfg(), data, resume=resume)
         assert _log(run) == _log(tmp_path / "straight")
+    dead = tmp_path / "dead-ensure"  # notebooks and reproduce go through ensure_trained
+    train(dead, cfg, _tcfg(), data, stop_after=1)
+    shutil.rmtree(dead / "checkpoints")
+    assert ensure_trained(dead, cfg, _tcfg(), data) == dead
+    assert _log(dead) == _log(tmp_path / "straight")
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(tmp_path / "never", cfg, _tcfg(), data, resume=True)
     with pytest.raises(FileExistsError, match="--resume"):  # a finished run is kept
@@ -259,12 +264,15 @@ def test_a_log_line_cut_off_by_a_crash_does_not_block_resume(tmp_path, mvtec):
 
 
 def test_run_files_are_readable_by_others(tmp_path, mvtec):
+    from n2n_core.io import atomic_write_text
+
     old = os.umask(0o022)
     try:
-        from n2n_core.io import atomic_write_text
-
         atomic_write_text(tmp_path / "x.json", "{}")
         assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
+        os.umask(0o027)  # the umask of the moment, as open() would apply it
+        atomic_write_text(tmp_path / "y.json", "{}")
+        assert (tmp_path / "y.json").stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(old)
 
