@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -342,3 +343,56 @@ def test_the_data_command_opens_every_file(tmp_path, capsys):
     assert cli.main(["data", "mvtec", "--root", str(root)]) == 2
     out = capsys.readouterr().out
     assert "cannot read image" in out and "broken/000.png" in out
+
+
+# ------------------------------------------------------------------ 6/7. full or read-only disks
+def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(
+    tmp_path, mvtec, monkeypatch, capsys
+):
+    """The second checkpoint fails half-written, as torch fails on a full disk ("unexpected
+    pos"): one line that names the disk, no ``last.tmp`` left, the first checkpoint kept, and
+    ``--resume`` then ends with the losses of an uninterrupted run."""
+    from accelerate import Accelerator
+
+    extra = ["--set", "train.checkpoint_every=2"]
+    assert cli.main(_args(mvtec, tmp_path / "straight", 6, *extra)) == 0
+    save, calls = Accelerator.save_state, []
+
+    def full_on_second(self, output_dir=None, **kwargs):
+        calls.append(output_dir)
+        if len(calls) < 2:
+            return save(self, output_dir, **kwargs)
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / "model.safetensors").write_bytes(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64")
+
+    monkeypatch.setattr(Accelerator, "save_state", full_on_second)
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert cli.main(_args(mvtec, run, 6, *extra)) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "is the disk full or read-only?" in out[0], out
+    ckpts = run / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last"]
+    assert (ckpts / "last" / "model.safetensors").stat().st_size > len(b"half")
+    monkeypatch.setattr(Accelerator, "save_state", save)
+    assert cli.main([*_args(mvtec, run, 6, *extra), "--resume"]) == 0
+    assert _log(run) == _log(tmp_path / "straight")
+
+
+def test_a_read_only_out_folder_is_one_line_naming_it(tmp_path, mvtec, monkeypatch, capsys):
+    """Root ignores permission bits (CI runs as root), so the refusal a read-only mount gives
+    is raised where the run folder is created."""
+    ro = tmp_path / "ro"
+    mkdir = Path.mkdir
+
+    def refuse(self, *args, **kwargs):
+        if self == ro or ro in self.parents:
+            raise PermissionError(13, "Permission denied", str(self))
+        return mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    assert cli.main(_args(mvtec, ro / "run", 2)) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "Permission denied" in out[0] and str(ro / "run") in out[0]
+    assert "Traceback" not in out[0]
