@@ -162,17 +162,18 @@ def _reproduce(args: argparse.Namespace) -> int:
     """Execute notebook 10 (DiffusionAD) or 11 (DeCo-Diff) for the target with papermill."""
 
     from n2n_core import methods, runner
-    from n2n_core.reproduce import TARGETS, released_folder, reproduce, run_folder
+    from n2n_core.reproduce import TARGETS, check, released_folder, reproduce, run_folder
 
     t = TARGETS[args.target]
     folder = released_folder if args.weights else run_folder
     out = Path(args.runs or folder(args.target, args.profile)).resolve()
     notebook = methods.get(t.method).reproduce_notebook
+    steps = {"train.steps": args.steps} if args.steps else None
     if notebook is None or t.ablations or args.weights:  # the same steps in-process
         table = reproduce(
-            args.target, args.profile, args.root, out, args.categories or None,
-            {"train.steps": args.steps} if args.steps else None, args.download,
-            tables=args.tables, weights=args.weights, weights_config=args.config, vae=args.vae,
+            args.target, args.profile, args.root, out, args.categories or None, steps,
+            args.download, args.seed, args.tables, args.weights, args.config, args.vae,
+            args.texture_dir, args.foreground_dir,
         )  # fmt: skip
         for row, m in table.items():
             print(f"[n2n] {row}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
@@ -180,14 +181,25 @@ def _reproduce(args: argparse.Namespace) -> int:
         return 0
     if args.tables:
         raise ValueError(f"--tables is for the ablation targets, not {args.target}")
+    texture_dir = str(Path(args.texture_dir).resolve()) if args.texture_dir else None
+    # what the notebook would find missing after a kernel start, found in seconds here
+    check(
+        args.target, args.profile, args.root, args.categories or None,
+        {**(steps or {}), **({"train.texture_dir": texture_dir} if texture_dir else {})},
+        args.download, out,
+    )  # fmt: skip
     params = {
         "target": args.target,
+        "seed": args.seed,
         "data_root": str(Path(args.root).resolve()) if args.root else None,
         "run_root": str(out),
         "categories": args.categories or None,
         "steps": args.steps,
         "download": args.download,
     }
+    for name in ("texture_dir", "foreground_dir"):  # only notebook 10 declares them
+        if getattr(args, name):
+            params[name] = str(Path(getattr(args, name)).resolve())
     rows = runner.run_notebooks(args.profile, out, only=[notebook], parameters=params)
     if rows[0]["status"] != "ok":
         print(f"error: {rows[0]['error']} (see {rows[0]['executed']})")
@@ -326,6 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--runs", help="output folder (default: runs/<profile>/<target>)")
     rp.add_argument("--categories", nargs="*", help="a subset (default: every category)")
     rp.add_argument("--steps", type=int, help="override the training length (quick checks)")
+    rp.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    rp.add_argument(
+        "--texture-dir", help="anomaly textures (DiffusionAD paper profile: required; default "
+        "<root>/../dtd/images)",
+    )  # fmt: skip
+    rp.add_argument(
+        "--foreground-dir", help="precomputed foreground masks: <dir>/<category>/<stem>.png"
+    )
     rp.add_argument(
         "--download", action="store_true", help="download the dataset first if it is missing"
     )

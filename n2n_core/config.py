@@ -71,6 +71,9 @@ class TrainConfig:
     grad_accum: int = 1
     gradient_checkpointing: bool = False
     texture_dir: str | None = None  # DTD images for anomaly appearances; None: procedural
+    # texture_dir must hold images; unset, <dataset root's parent>/dtd/images is used when it
+    # does (DiffusionAD's paper profile: the paper's anomalies come from DTD, §3.3)
+    require_textures: bool = False
 
     def __post_init__(self) -> None:
         positive = {

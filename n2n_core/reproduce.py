@@ -14,12 +14,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from n2n_core import paper_tables
+from n2n_core.config import DataSpec
 from n2n_core.io import atomic_write_csv, atomic_write_text
 from n2n_core.metrics import METRIC_KEYS, mean_table
 
-__all__ = ["RELEASED", "TARGETS", "Target", "released_folder", "reproduce", "run_folder"]
+__all__ = [
+    "RELEASED", "TARGETS", "Target", "check", "released_folder", "reproduce", "run_folder",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -112,14 +116,15 @@ def _data_root(t: Target, root: Path | str | None, download: bool) -> Path:
     return root
 
 
-def _train(
-    t: Target, profile: str, root: Path, out: Path, cats: list[str], one: bool, overrides: dict
-) -> list[Path]:
-    """Train (or resume, or reuse) the target's runs under ``out``: one per category, or one
-    multi-class run (``out`` itself) for a method that trains one model for all. ``one``: the
-    user chose a single category."""
+def _runs(
+    t: Target, profile: str, root: Path, out: Path, cats: list[str], one: bool, overrides: dict,
+    foreground_dir: Path | str | None = None,
+) -> list[tuple[Path, Any, Any, DataSpec]]:  # fmt: skip
+    """(run folder, model config, training config, data) of each of the target's runs under
+    ``out``: one per category, or one multi-class run (``out`` itself) for a method that
+    trains one model for all. ``one``: the user chose a single category; ``foreground_dir``:
+    precomputed foreground masks, one sub-folder per category."""
     from n2n_core.methods import get, resolve
-    from n2n_core.train import DataSpec, ensure_trained
 
     cfg, tcfg = resolve(t.method, profile, t.dataset, cats[:1] if one else cats, overrides)
     if not get(t.method).per_category:
@@ -127,9 +132,58 @@ def _train(
             raise ValueError(
                 f"{t.method} reproduces all categories with one model, or a single one"
             )
-        data = DataSpec(t.dataset, str(root), cats[0] if one else "all")
-        return [ensure_trained(out, cfg, tcfg, data)]
-    return [ensure_trained(out / c, cfg, tcfg, DataSpec(t.dataset, str(root), c)) for c in cats]
+        return [(out, cfg, tcfg, DataSpec(t.dataset, str(root), cats[0] if one else "all"))]
+    fg = (lambda c: str(Path(foreground_dir) / c)) if foreground_dir else (lambda c: None)
+    return [(out / c, cfg, tcfg, DataSpec(t.dataset, str(root), c, fg(c))) for c in cats]
+
+
+def _train(
+    t: Target, profile: str, root: Path, out: Path, cats: list[str], one: bool, overrides: dict,
+    foreground_dir: Path | str | None = None,
+) -> list[Path]:  # fmt: skip
+    """Train (or resume, or reuse) the target's runs (``_runs``)."""
+    from n2n_core.train import ensure_trained
+
+    runs = _runs(t, profile, root, out, cats, one, overrides, foreground_dir)
+    return [ensure_trained(run, cfg, tcfg, data) for run, cfg, tcfg, data in runs]
+
+
+def check(
+    target: str,
+    profile: str = "smoke",
+    root: Path | str | None = None,
+    categories: list[str] | None = None,
+    overrides: dict | None = None,
+    download: bool = False,
+    runs: Path | str | None = None,
+) -> None:
+    """What ``reproduce`` needs before it trains anything, in seconds: the dataset and what
+    the profile's training needs beside it (the paper profile of DiffusionAD: DTD). Raises a
+    ValueError that names what is missing and the command that gets it; with ``download``,
+    fetches a missing DTD into the dataset's parent folder first. ``runs``: the target's
+    folder, whose finished runs need nothing more."""
+    from n2n_core.data import list_categories
+    from n2n_core.methods import get
+
+    t = TARGETS[target]
+    root = _data_root(t, root, download)
+    cats = categories or list_categories(t.dataset, root)
+    method = get(t.method)
+    out = Path(runs) if runs else None
+    for run, cfg, tcfg, data in _runs(
+        t, profile, root, out or Path("."), cats, categories is not None, overrides or {}
+    ):
+        if out is not None and (run / "model.safetensors").is_file():
+            continue
+        try:
+            method.prepare(cfg, tcfg, data)
+        except ValueError:
+            if not (download and tcfg.require_textures and not tcfg.texture_dir):
+                raise
+            from n2n_core.data.download import download as fetch
+
+            fetch("dtd", root.resolve().parent)  # then checked again
+            method.prepare(cfg, tcfg, data)
 
 
 def reproduce(
@@ -145,6 +199,8 @@ def reproduce(
     weights: Path | str | None = None,
     weights_config: str = "UNet_L",
     vae: str | None = None,
+    texture_dir: Path | str | None = None,
+    foreground_dir: Path | str | None = None,
 ) -> dict[str, dict[str, float]]:
     """Train/evaluate every category of ``target`` and write the comparison report; returns
     our per-category metrics with their mean (an ablation target: per table row, the mean
@@ -154,10 +210,13 @@ def reproduce(
     dataset into ``root``'s parent folder first if ``root`` does not exist yet. ``weights``:
     evaluate the authors' released checkpoint instead of training (``import-official``; its
     ``weights_config`` and ``vae``) into ``runs`` (default ``runs/<profile>/<target>-released``),
-    reported beside the paper's table and the released weights' own results."""
+    reported beside the paper's table and the released weights' own results.
+    ``texture_dir``: the anomaly textures (DiffusionAD's paper profile: default
+    ``<root's parent>/dtd/images``, required); ``foreground_dir``: precomputed foreground masks
+    ``<foreground_dir>/<category>/<stem>.png`` instead of the estimated ones."""
     from n2n_core.data import list_categories
     from n2n_core.evaluate import evaluate_run
-    from n2n_core.run_files import metrics_per_category
+    from n2n_core.run_files import metrics_per_category, official_grid_aupro
 
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; known: {sorted(TARGETS)}")
@@ -167,6 +226,11 @@ def reproduce(
     root = _data_root(t, root, download)
     cats = categories or list_categories(t.dataset, root)
     overrides = {**(overrides or {}), **({} if seed is None else {"train.seed": seed})}
+    if texture_dir is not None:
+        overrides["train.texture_dir"] = str(Path(texture_dir).resolve())
+    if weights is None:  # DTD and co. before the first category trains, not after it
+        folder = None if t.ablations else Path(runs) if runs else run_folder(target, profile)
+        check(target, profile, root, categories, overrides, download, folder)
     if t.ablations:
         return _ablations(
             target, profile, root, runs, cats, categories is not None, overrides, tables
@@ -180,12 +244,16 @@ def reproduce(
         return m.is_file() and w.is_file() and m.stat().st_mtime >= w.stat().st_mtime
 
     ours: dict[str, dict[str, float]] = {}
-    for run in _train(t, profile, root, out, cats, categories is not None, overrides):
+    grid: tuple[str, dict[str, float | None]] = ("", {})
+    one = categories is not None
+    for run in _train(t, profile, root, out, cats, one, overrides, foreground_dir):
         if not done(run):
             evaluate_run(run)
         ours |= {c: r for c, r in metrics_per_category(run).items() if c != "mean"}
+        key, values = official_grid_aupro(run)
+        grid = (key or grid[0], grid[1] | values)
     table = mean_table(ours)
-    _write_report(out, target, profile, table, _paper_numbers(t))
+    _write_report(out, target, profile, table, _paper_numbers(t), grid=grid)
     return table
 
 
@@ -195,8 +263,8 @@ def _released(
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """Import the released checkpoint once, evaluate it once, report it."""
     from n2n_core.evaluate import evaluate_run
-    from n2n_core.run_files import metrics_per_category
-    from n2n_core.train import DataSpec, import_official
+    from n2n_core.run_files import metrics_per_category, official_grid_aupro
+    from n2n_core.train import import_official
 
     t = TARGETS[target]
     out = Path(runs) if runs else released_folder(target, profile)
@@ -207,7 +275,8 @@ def _released(
         evaluate_run(out)
     ours = {c: r for c, r in metrics_per_category(out).items() if c != "mean"}
     table = mean_table(ours)
-    _write_report(out, target, profile, table, _paper_numbers(t), _paper_numbers(t, True))
+    paper, released = _paper_numbers(t), _paper_numbers(t, True)
+    _write_report(out, target, profile, table, paper, released, official_grid_aupro(out))
     return table
 
 
@@ -294,6 +363,41 @@ def _write_ablation_report(
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
 
 
+GRID = "pixel_aupro_official_grid"  # report rows: the AUPRO as the official code computes it
+
+
+def _grid_rows(
+    table: dict[str, dict[str, float]], grid: tuple[str, dict[str, float | None]]
+) -> dict[str, float | None]:
+    """category → the official-grid AUPRO, with its mean over categories (None if any is)."""
+    values = grid[1]
+    if not values:
+        return {}
+    cats = [c for c in table if c != "mean"]
+    out = {c: values.get(c) for c in cats}
+    known = [v for v in out.values() if v is not None]
+    out["mean"] = sum(known) / len(known) if len(known) == len(cats) else None
+    return out
+
+
+def _grid_note(key: str, method: str) -> list[str]:
+    """What the two AUPRO rows are, and how the official code picks its checkpoint."""
+    from n2n_core.methods import get
+
+    m = get(method)
+    n, rescale = m.official_grid_aupro or (0, "")
+    lines = [
+        "",
+        f"AUPRO, two ways: `pixel_aupro` is exact (every threshold, FPR limit 0.3); `{GRID}` "
+        f"is what the official code computes on the same maps ({n} thresholds between the "
+        f"map's min and max, FPR rescaling `{rescale}`; `{key}` in eval_info.json), the way "
+        "the paper's AUPRO was computed. Their difference is metric definition, not model.",
+    ]
+    if m.official_selection:
+        lines += ["", f"Checkpoint: {m.official_selection}"]
+    return lines
+
+
 def _write_report(
     out: Path,
     target: str,
@@ -301,19 +405,30 @@ def _write_report(
     table: dict[str, dict[str, float]],
     paper: dict[str, dict[str, float]],
     released: dict[str, dict[str, float]] | None = None,
+    grid: tuple[str, dict[str, float | None]] = ("", {}),
 ) -> None:
+    """report.csv (every category and metric) and report.md (the compared ones); ``grid``:
+    the official-grid AUPRO (``run_files.official_grid_aupro``), a row beside the exact one,
+    compared with the same published AUPRO."""
+    grid_rows = _grid_rows(table, grid)
     rows = []
     for cat, metrics in table.items():
         for k in METRIC_KEYS:
             p = paper.get(cat.lower(), {}).get(k)
             rows.append((cat, k, metrics[k], p, None if p is None else metrics[k] - p))
+            if k == "pixel_aupro" and grid_rows.get(cat) is not None:
+                g = grid_rows[cat]
+                rows.append((cat, GRID, g, p, None if p is None else g - p))
+
+    def published(source: dict, cat: str, k: str) -> float | None:  # a grid row: the AUPRO
+        return source.get(cat.lower(), {}).get("pixel_aupro" if k == GRID else k)
 
     header = ["category", "metric", "ours", "paper", "delta"]
     body = [[cat, k, _fmt(o), _fmt(p), _fmt(d, "+")] for cat, k, o, p, d in rows]
     if released is not None:  # the authors' released weights' own results, beside the paper
         header += ["released", "delta_released"]
         for line, (cat, k, o, _, _) in zip(body, rows, strict=True):
-            r = released.get(cat.lower(), {}).get(k)
+            r = published(released, cat, k)
             line += [_fmt(r), _fmt(None if r is None else o - r, "+")]
     atomic_write_csv(out / "report.csv", header, body)
     compared = [r for r in rows if r[3] is not None]
@@ -335,9 +450,11 @@ def _write_report(
         lines += ["", "The released weights' own results (official README; AUPRO on its grid):", ""]
         lines += ["| category | metric | ours | released | Δ |", "|---|---|---|---|---|"]
         for cat, k, o, _, _ in rows:
-            r = released.get(cat.lower(), {}).get(k)
+            r = published(released, cat, k)
             if r is not None:
                 lines.append(
                     f"| {cat} | {k} | {100 * o:.1f} | {100 * r:.1f} | {100 * (o - r):+.1f} |"
                 )
+    if grid_rows:
+        lines += _grid_note(grid[0], TARGETS[target].method)
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")

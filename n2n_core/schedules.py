@@ -24,6 +24,7 @@ __all__ = [
     "ddim_step",
     "ddpm_sample",
     "ddpm_step",
+    "equivalent_step",
     "linear_betas",
     "make_schedule",
     "predict_x0",
@@ -87,6 +88,19 @@ class NoiseSchedule:
     def snr(self) -> Tensor:
         """Signal-to-noise ratio ᾱ_t / (1 - ᾱ_t); infinite at t = 0."""
         return self.alpha_bar / (1 - self.alpha_bar)
+
+
+def equivalent_step(s: NoiseSchedule, t: int, scale: float) -> int:
+    """The step t' at which data of unit amplitude is corrupted as much as data scaled by
+    ``scale`` is at step t: Eq. 2 on s·x gives √ᾱ_t s x + √(1-ᾱ_t) ε, whose signal-to-noise
+    ratio is s² ᾱ_t / (1-ᾱ_t); t' is the step whose SNR is nearest to it (in log). Images in
+    [0, 1] (the official DiffusionAD code) are ``scale = 0.5`` of images in [-1, 1]: their
+    λ = 100 / 200 corrupt as λ' = equivalent_step(s, λ, 0.5) = 190 / 331 would in [-1, 1]."""
+    if not 1 <= t <= s.T:
+        raise ValueError(f"t must be a step in 1..{s.T}, got {t}")
+    log_snr = s.snr()[1:].double().log()  # steps 1..T
+    target = math.log(scale**2) + float(log_snr[t - 1])
+    return 1 + int((log_snr - target).abs().argmin())
 
 
 def make_schedule(kind: str = "linear", T: int | None = None, **kwargs: float) -> NoiseSchedule:

@@ -188,10 +188,7 @@ class TextureSource:
         self.files: list[Path] = []
         self.folder = Path(folder) if folder is not None else None
         if self.folder is not None:
-            if self.folder.is_dir():
-                self.files = sorted(
-                    p for p in self.folder.rglob("*") if p.suffix.lower() in self.EXTENSIONS
-                )
+            self.files = self.images_in(self.folder)
             if not self.files:
                 warnings.warn(
                     f"texture folder {self.folder} is missing or has no images; using procedural "
@@ -201,6 +198,14 @@ class TextureSource:
                 )
         self._cache: dict[tuple[int, int, int], Tensor] = {}
         self.cache_size = cache_size
+
+    @classmethod
+    def images_in(cls, folder: Path | str) -> list[Path]:
+        """The texture images under ``folder`` (recursively; none if it is not a folder)."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.rglob("*") if p.suffix.lower() in cls.EXTENSIONS)
 
     @property
     def procedural(self) -> bool:

@@ -19,6 +19,7 @@ import shutil
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -451,6 +452,7 @@ def train(
 
     run_dir, method = Path(run_dir), methods.method_of(model_cfg)
     _check_data(data)  # before the run folder exists: a bad dataset leaves nothing behind
+    train_cfg = method.prepare(model_cfg, train_cfg, data)  # e.g. DTD found or missing
     accelerator = _accelerator(train_cfg)
     main = accelerator.is_main_process
     resume = _start(run_dir, _record(model_cfg, train_cfg, data), resume, accelerator)
@@ -501,6 +503,13 @@ def ensure_trained(
     to the end of that stage (see ``train``). A run.json that lacks fields added later, whose
     defaults are these settings, counts as the same."""
     run_dir = Path(run_dir)
+    try:
+        train_cfg = methods.method_of(model_cfg).prepare(model_cfg, train_cfg, data)
+    except ValueError:
+        if not (run_dir / "model.safetensors").is_file():
+            raise
+        # a finished run is reused where what only training needs (e.g. DTD) is absent
+        train_cfg = replace(train_cfg, texture_dir=load_run(run_dir)[1].texture_dir)
     if (run_dir / "run.json").is_file():
         differ = settings_differ(run_dir, _record(model_cfg, train_cfg, data))
         if differ:

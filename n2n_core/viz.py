@@ -250,9 +250,11 @@ def prediction_grid(
 
 def report_bars(folder: str | Path) -> Figure | None:
     """Ours vs the paper, one pair of bars per category and metric, from a ``reproduce``
-    report (``folder``/report.csv); None when the paper reports nothing to compare with."""
+    report (``folder``/report.csv): the mean rows where the paper reports only means (as
+    DeCo-Diff's tables); None when the paper reports nothing to compare with."""
     with (Path(folder) / "report.csv").open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["paper"] and r["category"] != "mean"]
+        rows = [r for r in csv.DictReader(f) if r["paper"]]
+    rows = [r for r in rows if r["category"] != "mean"] or rows
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(max(5, len(rows) * 0.5), 3))

@@ -251,6 +251,22 @@ def test_foreground_estimate_covers_the_object(category):
         assert inter / fg.sum() > 0.97 and inter / (est | fg).sum() > 0.8
 
 
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_foreground_keeps_every_instance(n):
+    """VisA's candle, capsules and macaroni show several objects: each is foreground (the
+    largest component alone, the old rule, misses the others)."""
+    for i in range(10):
+        img, instances = S.render_instances(np.random.default_rng([n, i]), n, 128)
+        est, union = estimate_foreground(img), np.any(instances, axis=0)
+        for inst in instances:
+            assert (est & inst).sum() / inst.sum() > 0.97
+        assert (est & union).sum() / (est | union).sum() > 0.7
+        largest = estimate_foreground(img, min_fraction=1.0)
+        assert min((largest & m).sum() / m.sum() for m in instances) < 0.5
+    with pytest.raises(ValueError, match=r"1\.\.4 instances"):
+        S.render_instances(np.random.default_rng(0), 5)
+
+
 def test_foreground_cache_and_precomputed(tmp_path):
     spec = S.SyntheticSpec(size=64, n_train=3, n_test_good=1, n_per_defect=1)
     root = S.ensure_synthetic(tmp_path / "syn", spec)

@@ -374,3 +374,76 @@ def test_accelerate_launch_with_two_cpu_processes(tmp_path, mvtec):
         "random_states_1.pkl",
     ]
     shutil.rmtree(run)
+
+
+# ----------------------------------------------------------- the official code's regime
+class PerImage(torch.nn.Module):
+    """The true noise of x_t (for the clean images ``x0``) plus c_i for image i."""
+
+    def __init__(self, x0, schedule, c):
+        super().__init__()
+        self.oracle, self.c = Oracle(x0, schedule), torch.tensor(c).view(-1, 1, 1, 1)
+
+    def forward(self, x_t, t):
+        return SimpleNamespace(sample=self.oracle(x_t, t).sample + self.c)
+
+
+def test_noise_loss_on_normal_images_only_closed_form():
+    x0 = torch.rand(4, 3, 32, 32) * 1.6 - 0.8
+    masks = torch.zeros(4, 1, 32, 32)
+    masks[2:, :, 5:9, 5:9] = 1  # images 2 and 3 carry an anomaly
+    c = [0.1, 0.2, 0.3, 0.4]  # per-image ε error: per-image loss c_i²
+    want = {"all": (0.01 + 0.04 + 0.09 + 0.16) / 4, "auto": 0.075, "normal": (0.01 + 0.04) / 2}
+    for mode, expected in want.items():
+        model = DiffusionAD(replace(TINY, noise_loss=mode))
+        model.denoiser = PerImage(x0, model.schedule, c)
+        got = float(model(x0, masks, torch.Generator().manual_seed(1))[1]["noise"])
+        assert math.isclose(got, expected, rel_tol=1e-4), (mode, got)
+    model = DiffusionAD(replace(TINY, noise_loss="normal"))
+    model.denoiser = PerImage(x0, model.schedule, c)
+    everything = torch.ones_like(masks)  # an all-anomalous batch: 0, not NaN
+    assert float(model(x0, everything, torch.Generator())[1]["noise"]) == 0
+    with pytest.raises(ValueError, match="noise_loss must be"):
+        replace(TINY, noise_loss="anomalous")
+
+
+def test_unit_range_feeds_images_in_zero_one():
+    """With ``unit_range`` the denoiser sees Eq. 2 applied to (x + 1) / 2: an oracle that
+    knows those images predicts the noise exactly (loss 0), and the segmenter gets them with
+    their repair; the repair in the prediction is back in [-1, 1]."""
+    from n2n_core.methods.diffusionad import METHOD
+
+    x0 = torch.rand(2, 3, 32, 32) * 1.6 - 0.8
+    masks = torch.zeros(2, 1, 32, 32)
+    for unit in (True, False):
+        model = DiffusionAD(replace(TINY, unit_range=unit))
+        model.denoiser = Oracle((x0 + 1) / 2, model.schedule)  # knows the [0, 1] images
+        noise = float(model(x0, masks, torch.Generator().manual_seed(0))[1]["noise"])
+        assert (noise < 1e-8) == unit, (unit, noise)
+    seen = []
+    model.segmenter.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    model.cfg = replace(model.cfg, unit_range=True)
+    pred = METHOD.predict(model, x0, 0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(seen[0][:, :3], (x0 + 1) / 2)  # the image, in [0, 1]
+    torch.testing.assert_close(seen[0][:, 3:], (x0 + 1) / 2, atol=1e-4, rtol=0)  # exact x̂0
+    torch.testing.assert_close(pred.extras["repair"], x0, atol=2e-4, rtol=0)  # back in [-1, 1]
+
+
+def test_equivalent_step_of_the_unit_range_by_brute_force():
+    """t' has the SNR nearest to ¼ of SNR(t) (a [0, 1] image is half a [-1, 1] one), found
+    here from ᾱ_t = ∏(1 − β_i) in float64 over every step."""
+    import numpy as np
+
+    from n2n_core.schedules import equivalent_step, make_schedule
+
+    s = make_schedule("linear")
+    betas = np.linspace(1e-4, 0.02, 1000)
+    ab = np.cumprod(1 - betas)
+    snr = ab / (1 - ab)
+    for t in (1, 50, 100, 200, 300, 700):
+        brute = 1 + int(np.argmin(np.abs(np.log(snr) - np.log(snr[t - 1] / 4))))
+        assert equivalent_step(s, t, 0.5) == brute
+        assert equivalent_step(s, t, 1.0) == t
+    assert (equivalent_step(s, 100, 0.5), equivalent_step(s, 200, 0.5)) == (190, 331)
+    with pytest.raises(ValueError, match=r"1\.\.1000"):
+        equivalent_step(s, 0, 0.5)

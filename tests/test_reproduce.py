@@ -2,6 +2,7 @@
 
 import csv
 import json
+from dataclasses import replace
 
 import pytest
 from tiny import TINY_DECODIFF, TINY_DIFFUSIONAD  # tests/tiny.py
@@ -54,6 +55,18 @@ def test_reproduce_end_to_end_on_each_layout(tmp_path, target, write, cats):
         assert float(mean_rows["image_auroc"]["delta"]) == pytest.approx(
             table["mean"]["image_auroc"] - p, abs=1e-4
         )
+    # the official code's grid AUPRO beside the exact one, against the same published AUPRO
+    grid = {r["category"]: r for r in rows if r["metric"] == "pixel_aupro_official_grid"}
+    for cat in cats:
+        info = json.loads((runs / cat / "eval_info.json").read_text())
+        value = info["pixel_aupro_grid1000_minmax_official"][cat]
+        assert float(grid[cat]["ours"]) == pytest.approx(value, abs=1e-4)
+        exact = next(r for r in rows if r["category"] == cat and r["metric"] == "pixel_aupro")
+        assert grid[cat]["paper"] == exact["paper"]
+    text = (runs / "report.md").read_text()
+    assert "1000 thresholds" in text and "keeps the best" in text
+    if "pixel_aupro" in paper.get("mean", {}):  # VisA (DAGM's table has no AUPRO)
+        assert "| mean | pixel_aupro_official_grid |" in text
     fig = viz.report_bars(runs)  # notebooks 10/11's figure: a pair of bars per paper number
     compared = [r for r in rows if r["paper"] and r["category"] != "mean"]
     assert (fig is None) == (not compared)
@@ -77,9 +90,11 @@ def test_cli_reproduce_on_a_fixture(tmp_path, capsys):
         tmp_path / "mvtec", categories=("bottle",), n_train=4, n_test=2, size=32
     )
     args = ["reproduce", "diffusionad-mvtec", "--root", str(root), "--runs", str(tmp_path / "r")]
-    assert cli.main([*args, "--steps", "1", "--categories", "bottle"]) == 0
+    assert cli.main([*args, "--steps", "1", "--categories", "bottle", "--seed", "3"]) == 0
     # papermill ran notebook 10 into the target folder, which holds the runs and the report
     assert json.loads((tmp_path / "r" / "bottle" / "metrics.json").read_text())
+    run = json.loads((tmp_path / "r" / "bottle" / "run.json").read_text())
+    assert run["train"]["seed"] == 3  # --seed reached the notebook's reproduce call
     assert (tmp_path / "r" / "10_reproduce_diffusionad.ipynb").is_file()
     assert "| mean | image_auroc |" in (tmp_path / "r" / "report.md").read_text()
     assert "report.md" in capsys.readouterr().out
@@ -183,3 +198,101 @@ def test_decodiff_ablations_predict_once_per_setting(tmp_path):
     assert {k: round(v, 6) for k, v in z0.items()} == _rows(table, "DeCo-Diff (z_0, 2 steps)")
     with pytest.raises(ValueError, match="no ablation table"):
         reproduce("decodiff-ablations", "smoke", root, runs, None, overrides, tables=["x"])
+
+
+# ------------------------------------------------- the paper profile's DTD, foregrounds, seed
+def _dtd(datasets, n=3):
+    """A DTD-like folder: ``datasets/dtd/images/<class>/*.jpg``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        path = datasets / "dtd" / "images" / f"class{i % 2}" / f"t{i}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(path)
+    return datasets / "dtd" / "images"
+
+
+def test_paper_profile_without_dtd_exits_at_once_naming_the_download(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    root = fixtures.write_visa_raw(tmp_path / "data" / "visa")
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "n2n_core", "reproduce", "diffusionad-visa", "--profile",
+           "paper", "--root", str(root), "--runs", str(runs)]  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    print(f"failed after {time.perf_counter() - start:.1f} s")  # seconds: no kernel started
+    out = done.stdout.strip().splitlines()
+    assert done.returncode == 2 and len(out) == 1, done.stdout + done.stderr
+    assert f"python -m n2n_core download dtd --root {tmp_path / 'data'}" in out[0]
+    assert str(tmp_path / "data" / "dtd" / "images") in out[0]
+    assert not runs.exists()  # no notebook executed, no run folder written
+
+
+def test_paper_profile_draws_its_textures_from_the_dtd_folder(tmp_path, monkeypatch):
+    from n2n_core.data import download as dl
+    from n2n_core.methods import get
+    from n2n_core.methods.diffusionad import DiffusionADFeed
+    from n2n_core.reproduce import _runs, check
+    from n2n_core.train import DataSpec, train
+
+    root = fixtures.write_visa_raw(tmp_path / "data" / "visa", categories=("candle",))
+    quick = {**OVERRIDES, "train": {**OVERRIDES["train"], "epochs": None}}
+    method, t = get("diffusionad"), TARGETS["diffusionad-visa"]
+    [(_, cfg, tcfg, data)] = _runs(t, "paper", root, tmp_path / "r", ["candle"], True, quick)
+    assert tcfg.require_textures and tcfg.texture_dir is None
+    with pytest.raises(ValueError, match="download dtd"):  # train() checks it too
+        train(tmp_path / "run", cfg, tcfg, data)
+    assert not (tmp_path / "run").exists()
+    calls = []  # --download fetches DTD beside the dataset
+
+    def fake(name, datasets):
+        calls.append((name, datasets))
+        _dtd(datasets)
+
+    monkeypatch.setattr(dl, "download", fake)
+    check("diffusionad-visa", "paper", root, ["candle"], quick, download=True)
+    assert calls == [("dtd", tmp_path / "data")]
+    dtd = tmp_path / "data" / "dtd" / "images"
+    prepared = method.prepare(cfg, tcfg, data)
+    assert prepared.texture_dir == str(dtd.resolve())
+    feed = DiffusionADFeed(cfg, prepared, data, tmp_path / "feed")
+    source = feed.synthesizer.textures
+    assert not source.procedural and len(source.files) == 3
+    assert all(dtd in f.parents for f in source.files)
+    other = _dtd(tmp_path / "mine", n=2)  # --texture-dir wins over the default
+    given = method.prepare(cfg, replace(tcfg, texture_dir=str(other)), data)
+    assert given.texture_dir == str(other.resolve())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"no texture images in .*empty \(--texture-dir\)"):
+        method.prepare(cfg, replace(tcfg, texture_dir=str(empty)), data)
+    # smoke: procedural textures, nothing required
+    [(_, scfg, stcfg, _)] = _runs(t, "smoke", root, tmp_path / "r", ["candle"], True, {})
+    assert method.prepare(scfg, stcfg, data) == stcfg and stcfg.texture_dir is None
+    assert DataSpec("visa", str(root), "candle") == data
+
+
+def test_foreground_dir_holds_one_folder_per_category(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from n2n_core.data import load_samples
+    from n2n_core.data.samples import DatasetError
+
+    root = fixtures.write_visa_raw(tmp_path / "data", categories=("candle",))
+    fg, runs = tmp_path / "fg", tmp_path / "runs"
+    (fg / "candle").mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"precomputed foreground mask .*fg/candle/"):
+        reproduce("diffusionad-visa", "smoke", root, runs, None, OVERRIDES, foreground_dir=fg)
+    for s in load_samples("visa", root, "candle", "train"):
+        Image.fromarray(np.full((32, 32), 255, np.uint8)).save(
+            fg / "candle" / f"{s.image.stem}.png"
+        )
+    reproduce("diffusionad-visa", "smoke", root, runs, None, OVERRIDES, foreground_dir=fg)
+    run = json.loads((runs / "candle" / "run.json").read_text())
+    assert run["data"]["foreground_dir"] == str(fg / "candle")

@@ -19,7 +19,10 @@ from pathlib import Path
 
 from n2n_core.data.samples import DatasetError
 
-__all__ = ["DATASETS", "Archive", "DownloadError", "check_layout", "download", "extract", "fetch"]
+__all__ = [
+    "DATASETS", "Archive", "DownloadError", "check_layout", "download", "dtd_images", "extract",
+    "fetch",
+]  # fmt: skip
 
 
 class DownloadError(RuntimeError):
@@ -213,3 +216,9 @@ def download(
         shutil.rmtree(cache)
     print(f"[n2n] {name}: ready in {root / info.folder} (licence: {info.licence})")
     return root / info.folder
+
+
+def dtd_images(datasets: Path | str) -> Path:
+    """Where ``download("dtd", datasets)`` puts DTD's texture images: ``datasets/dtd/images``
+    (the default texture folder of a dataset under the same ``datasets`` folder)."""
+    return Path(datasets) / DATASETS["dtd"].folder / "images"

@@ -26,7 +26,10 @@ from PIL import Image, ImageDraw
 
 from n2n_core.data.samples import DatasetError
 
-__all__ = ["CATEGORIES", "DEFECTS", "SyntheticSpec", "ensure_synthetic", "generate", "render"]
+__all__ = [
+    "CATEGORIES", "DEFECTS", "SyntheticSpec", "ensure_synthetic", "generate", "render",
+    "render_instances",
+]  # fmt: skip
 
 CATEGORIES = ("weave", "grain", "cap", "chip")
 DEFECTS = {
@@ -273,6 +276,30 @@ def render(
             raise RuntimeError(f"could not place a {defect} defect on {category}")
     img = img + rng.normal(0, 0.012, img.shape)
     return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8), mask, fg
+
+
+def render_instances(
+    rng: np.random.Generator, n: int, size: int = 128
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """An image of ``n`` (1-4) capsule-like objects on a plain background, as VisA's candle,
+    capsules and macaroni show several instances: (H, W, 3) uint8 and one (H, W) bool mask
+    per instance. Each sits in its own quarter of the image, at its own size and angle."""
+    if not 1 <= n <= 4:
+        raise ValueError(f"n must be 1..4 instances, got {n}")
+    y, x = _grid(size)
+    img = _background(rng, size)
+    instances = []
+    for q in rng.permutation(4)[:n]:
+        cy, cx = (np.array([q // 2, q % 2]) + 0.5 + rng.uniform(-0.05, 0.05, 2)) * size / 2
+        th, rx = rng.uniform(0, math.pi), size * rng.uniform(0.1, 0.15)
+        u = (x - cx) * math.cos(th) + (y - cy) * math.sin(th)
+        v = -(x - cx) * math.sin(th) + (y - cy) * math.cos(th)
+        body = (u / rx) ** 2 + (v / (rx * rng.uniform(0.4, 0.6))) ** 2 < 1
+        shade = (1.1 - 0.6 * np.hypot(u, v) / rx)[..., None]
+        img = np.where(body[..., None], shade * _colour(rng, (0.85, 0.75, 0.4), 0.1), img)
+        instances.append(body)
+    img = img + rng.normal(0, 0.012, img.shape)
+    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8), instances
 
 
 # ------------------------------------------------------------------------ generation

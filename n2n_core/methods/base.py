@@ -107,6 +107,12 @@ class Method:
     def build(self, cfg: Any) -> nn.Module:
         raise NotImplementedError
 
+    def prepare(self, cfg: Any, tcfg: TrainConfig, data: DataSpec) -> TrainConfig:
+        """The training settings completed from where the data is (e.g. a texture folder
+        found beside the dataset) and checked, before a run folder is written: raises a
+        ValueError naming what is missing and how to get it. Unchanged by default."""
+        return tcfg
+
     def stages(self, cfg: Any, tcfg: TrainConfig, data: DataSpec, run_dir: Path) -> list[Stage]:
         """Stages trained before the model (in this order); none by default."""
         return []
@@ -138,6 +144,9 @@ class Method:
     # the official code's grid AUPRO (thresholds, FPR rescaling of metrics.aupro_grid), which
     # evaluate reports beside the exact one in eval_info.json; None: none
     official_grid_aupro: ClassVar[tuple[int, str] | None] = None
+    # how the official code picks the checkpoint it reports, where that differs from n2n's
+    # (the last one of a fixed training length); reports state it
+    official_selection: ClassVar[str] = ""
 
     def class_index(self, cfg: Any, category: str) -> int:
         classes = getattr(cfg, "classes", ())

@@ -73,6 +73,15 @@ class DiffusionADConfig:
     guide_split: int = 300
     guide_t: tuple[int, int] = (200, 400)
     condition_w: float = 1.0
+    # The official code's training regime (README: which regime produced which numbers), each
+    # a separate option; none is the paper's. unit_range: images enter the model in [0, 1]
+    # instead of [-1, 1] (x̂0 is still clamped to [-1, 1], as in the code); at a given t that
+    # corrupts less: λ = 100 / 200 act as λ' = 190 / 331 would in [-1, 1]
+    # (schedules.equivalent_step). noise_loss: Eq. 6 over "all" images of the batch, or over
+    # its "normal" ones only (the code's; 0 for an all-anomalous batch); "auto": "all", or
+    # "normal" with norm_guided (as the code trains it).
+    unit_range: bool = False
+    noise_loss: str = "auto"
 
     @property
     def needs_anomalies(self) -> bool:
@@ -86,6 +95,10 @@ class DiffusionADConfig:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if not self.lambdas or not all(1 <= lam <= self.T for lam in self.lambdas):
             raise ValueError(f"lambdas must be steps in 1..{self.T}, got {self.lambdas}")
+        if self.noise_loss not in ("auto", "all", "normal"):
+            raise ValueError(
+                f"noise_loss must be 'auto', 'all' or 'normal', got {self.noise_loss!r}"
+            )
         if self.train_t_max is not None and not 1 <= self.train_t_max <= self.T:
             raise ValueError(f"train_t_max must be in 1..{self.T} or None, got {self.train_t_max}")
         if self.norm_guided:
@@ -128,7 +141,11 @@ PROFILES = {
 TRAIN_PROFILES = {
     # smoke: small CPU nets converge much faster at 1e-3 than at the paper's 1e-4 (measured)
     "smoke": TrainConfig(steps=900, lr=1e-3, checkpoint_every=300, log_every=25),
-    "paper": TrainConfig(steps=0, epochs=500, checkpoint_every=2000, log_every=50),
+    # the paper draws object anomalies' appearance from DTD half of the time, textures' always
+    # (§3.3): required, found beside the dataset (<root>/../dtd/images) or given
+    "paper": TrainConfig(
+        steps=0, epochs=500, checkpoint_every=2000, log_every=50, require_textures=True
+    ),
 }
 
 
@@ -165,6 +182,28 @@ class DiffusionAD(nn.Module):
             else None
         )
 
+    @property
+    def _noise_on_normal(self) -> bool:
+        mode = self.cfg.noise_loss
+        return mode == "normal" or (mode == "auto" and self.cfg.norm_guided)
+
+    def noise_loss(self, per_image: Tensor, masks: Tensor) -> Tensor:
+        """Eq. 6 from per-image losses: their mean, or (``noise_loss="normal"``) their mean
+        over the images without an anomaly (mask all 0), 0 when there are none."""
+        if not self._noise_on_normal:
+            return per_image.mean()
+        normal = masks.flatten(1).amax(1) == 0
+        return (per_image * normal).sum() / normal.sum().clamp(min=1)
+
+    def to_model_range(self, images: Tensor) -> Tensor:
+        """Images in [-1, 1] (every n2n dataset) as the model takes them: [0, 1] with
+        ``unit_range``."""
+        return (images + 1) / 2 if self.cfg.unit_range else images
+
+    def to_data_range(self, x: Tensor) -> Tensor:
+        """The inverse of ``to_model_range`` (x̂0 back to [-1, 1] for figures)."""
+        return x * 2 - 1 if self.cfg.unit_range else x
+
     def one_step(self, x0: Tensor, t: Tensor | int, eps: Tensor) -> tuple[Tensor, Tensor]:
         """Corrupt x0 to step t (Eq. 2), predict ε, and estimate x̂0 in one step (Eq. 5).
         Returns (x̂0 clamped to [-1, 1], predicted ε)."""
@@ -199,7 +238,7 @@ class DiffusionAD(nn.Module):
         """Alg. 1: the total loss (Eq. 8) and its parts, for images in [-1, 1] and masks in
         {0, 1}. ``g`` (a CPU generator) draws t and ε, so runs are reproducible."""
         parts: dict[str, Tensor] = {}
-        x0_hat = None
+        x0_hat, images = None, self.to_model_range(images)
         if self.denoiser is not None and self.cfg.norm_guided:
             b, split = images.shape[0], self.cfg.guide_split
             t_a = torch.randint(1, split + 1, (b,), generator=g).to(images.device)
@@ -209,17 +248,20 @@ class DiffusionAD(nn.Module):
                 for _ in range(2)
             )
             x0_hat, pred_a, pred_b = self.norm_guided_x0(images, t_a, t_b, eps_a, eps_b)
-            # the code's noise loss: both timesteps, normal images only (0 if there are none)
-            normal = masks.flatten(1).amax(1) == 0
+            # the code's noise loss: the sum of both timesteps' (Eq. 6 at t_a and t_b)
             per_image = ((pred_a - eps_a) ** 2 + (pred_b - eps_b) ** 2).float().flatten(1).mean(1)
-            parts["noise"] = (per_image * normal).sum() / normal.sum().clamp(min=1)
+            parts["noise"] = self.noise_loss(per_image, masks)
         elif self.denoiser is not None:
             b = images.shape[0]
             t_max = self.cfg.train_t_max or self.cfg.T
             t = torch.randint(1, t_max + 1, (b,), generator=g).to(images.device)
             eps = torch.randn(images.shape, generator=g).to(images.device, images.dtype)
             x0_hat, pred_eps = self.one_step(images, t, eps)
-            parts["noise"] = F.mse_loss(pred_eps.float(), eps.float())  # Eq. 6
+            if self._noise_on_normal:
+                per_image = ((pred_eps - eps) ** 2).float().flatten(1).mean(1)
+                parts["noise"] = self.noise_loss(per_image, masks)
+            else:
+                parts["noise"] = F.mse_loss(pred_eps.float(), eps.float())  # Eq. 6
         if self.segmenter is not None:
             if x0_hat is not None and self.cfg.detach_x0_hat:
                 x0_hat = x0_hat.detach()
@@ -236,7 +278,9 @@ class DiffusionAD(nn.Module):
     def anomaly_map(
         self, images: Tensor, g: torch.Generator, lambdas: tuple[int, ...] | None = None
     ) -> tuple[Tensor, list[Tensor]]:
-        """Alg. 2: the pixel anomaly map (B, 1, H, W) averaged over λ, and x̂0 for each λ."""
+        """Alg. 2: the pixel anomaly map (B, 1, H, W) averaged over λ, and x̂0 for each λ
+        (in the model's range: ``to_data_range`` maps it back)."""
+        images = self.to_model_range(images)
         if self.denoiser is None:  # SegmentationAD
             return self.segmenter(images).float(), []
         lambdas = lambdas or self.cfg.lambdas
@@ -297,6 +341,11 @@ class DiffusionADMethod(Method):
     eval_batch_size = 16
     reproduce_notebook = "10"
     official_grid_aupro = (1000, "minmax")  # the official code: 1000 thresholds, min-max FPR
+    official_selection = (
+        "n2n reports the last checkpoint of the profile's training length. The official "
+        "DiffusionAD code evaluates on the test set every 50 epochs and keeps the best "
+        "checkpoint, so its numbers are selected on the test data they report."
+    )
     ablations: ClassVar = {
         "diffusionad_table3": (  # the sub-networks (§4.4): each trained on its own
             Ablation("SegmentationAD", train={"variant": "segmentation_only"}),
@@ -317,6 +366,26 @@ class DiffusionADMethod(Method):
     def build(self, cfg: DiffusionADConfig) -> DiffusionAD:
         return DiffusionAD(cfg)
 
+    def prepare(self, cfg: DiffusionADConfig, tcfg: TrainConfig, data: DataSpec) -> TrainConfig:
+        """With ``require_textures`` (the paper profile): the texture folder given, or DTD
+        beside the dataset; no images there is an error that says how to get DTD."""
+        if not tcfg.require_textures or not cfg.needs_anomalies:
+            return tcfg
+        from n2n_core.data.download import dtd_images
+        from n2n_core.data.samples import DatasetError
+
+        datasets = Path(data.root).resolve().parent
+        folder = Path(tcfg.texture_dir) if tcfg.texture_dir else dtd_images(datasets)
+        if not TextureSource.images_in(folder):
+            given = "--texture-dir" if tcfg.texture_dir else "the default texture folder"
+            raise DatasetError(
+                f"no texture images in {folder} ({given}): this profile draws the synthetic "
+                "anomalies' appearance from DTD, as the paper does. Get it with "
+                f"`python -m n2n_core download dtd --root {datasets}`, or pass --texture-dir "
+                "a folder of texture images (the smoke profile uses procedural textures)"
+            )
+        return replace(tcfg, texture_dir=str(folder.resolve()))
+
     def feed(
         self, cfg: DiffusionADConfig, tcfg: TrainConfig, data: DataSpec, run_dir: Path,
         accelerator: Any,
@@ -329,7 +398,7 @@ class DiffusionADMethod(Method):
         """Alg. 2: maps averaged over λ, image score = mean of the top-K pixels; the repair
         is the first λ's x̂0 (none for SegmentationAD)."""
         maps, x0_hats = model.anomaly_map(images, g)
-        extras = {"repair": x0_hats[0].float()} if x0_hats else {}
+        extras = {"repair": model.to_data_range(x0_hats[0]).float()} if x0_hats else {}
         return Prediction(maps, top_k_score(maps, model.cfg.top_k), extras)
 
     def eval_info(self, cfg: DiffusionADConfig) -> dict[str, Any]:
