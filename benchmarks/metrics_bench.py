@@ -6,7 +6,10 @@
     python benchmarks/metrics_bench.py --skip-references
 
 Every job runs in its own process, so each peak RSS (which includes the ~0.7 GB of maps and
-masks every job loads) is that job's alone.
+masks every job loads) is that job's alone. Beside every n2n job it prints the time of one sort
+of the same pixel scores on the same device — the floor of any exact threshold-free metric —
+and the ratio to it: ``sort_keys`` (NumPy, the 1-D uint64 keys n2n sorts), ``sort_cuda``
+(``torch.sort`` of the float32 maps on the GPU, when there is one).
 """
 
 from __future__ import annotations
@@ -40,8 +43,34 @@ def make_data(n: int, size: int, defect_frac: float, seed: int) -> tuple[np.ndar
 
 def run_job(job: str, data: Path) -> dict:
     maps, masks = np.load(data / "maps.npy"), np.load(data / "masks.npy")
+    if job.endswith("_cuda"):
+        import torch
+
+        maps_cuda = torch.from_numpy(maps).cuda()
+        torch.cuda.synchronize()
     start = time.perf_counter()
-    if job == "n2n_all_seven":
+    if job == "sort_keys":  # one 1-D sort of the scores as the uint64 keys n2n packs
+        keys = maps.view(np.uint32).ravel().astype(np.uint64)
+        start = time.perf_counter()
+        keys.sort()
+        values = {}
+    elif job == "sort_cuda":
+        import torch
+
+        torch.sort(maps_cuda.reshape(-1))
+        torch.cuda.synchronize()
+        values = {}
+    elif job == "n2n_all_seven_cuda":
+        from n2n_core.metrics import evaluate
+
+        values = evaluate(maps_cuda, masks)
+    elif job == "n2n_all_seven_torch_cpu":
+        import torch
+
+        from n2n_core.metrics import evaluate
+
+        values = evaluate(torch.from_numpy(maps), masks, backend="torch")
+    elif job == "n2n_all_seven":
         from n2n_core.metrics import evaluate
 
         values = evaluate(maps, masks)
@@ -85,7 +114,11 @@ def main() -> None:
         print(json.dumps(run_job(a.job, a.data)))
         return
     n = 300 if a.quick else a.n_images
-    jobs = ["n2n_all_seven", "n2n_pixel_pass"]
+    jobs = ["sort_keys", "n2n_all_seven", "n2n_pixel_pass", "n2n_all_seven_torch_cpu"]
+    import torch
+
+    if torch.cuda.is_available():
+        jobs += ["sort_cuda", "n2n_all_seven_cuda"]
     if not a.skip_references:
         jobs += ["sklearn_pixel_auroc", "sklearn_pixel_ap", "reference_aupro"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,7 +137,12 @@ def main() -> None:
             r = json.loads(out.strip().splitlines()[-1])
             results[job] = r
             vals = ", ".join(f"{k}={v:.6f}" for k, v in r["values"].items())
-            print(f"{job:<22} {r['seconds']:7.1f} s   peak {r['peak_rss_gib']:5.2f} GiB   {vals}")
+            sort = results.get("sort_cuda" if job.endswith("_cuda") else "sort_keys")
+            ratio = f"{r['seconds'] / sort['seconds']:5.1f}x sort" if sort and vals else " " * 11
+            print(
+                f"{job:<24} {r['seconds']:7.2f} s  {ratio}   peak {r['peak_rss_gib']:5.2f} GiB"
+                f"   {vals}"
+            )
     if not a.skip_references:
         ours = results["n2n_pixel_pass"]
         for ref, key in [

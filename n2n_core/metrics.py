@@ -20,6 +20,11 @@ float64 maps are rounded to float32 first). All four pixel metrics come from *on
 a packed uint64 key (descending score bits | region id) followed by a streamed sweep in
 chunks: counts are int64, PRO sums float64, and nothing of size #pixels is kept beyond the
 key itself. ``aupro_grid`` is the paper-codebase approximation, opt-in and named so.
+
+Maps that live on a GPU (torch tensors on CUDA) take the same sweep from one ``torch.sort``
+on their device (``backend="torch"``, chosen automatically): only the masks' region
+labelling and the curve points at tie-run ends come to the CPU. Values agree with the NumPy
+path to float64 rounding (tested on CPU tensors).
 """
 
 from __future__ import annotations
@@ -259,27 +264,104 @@ def _tie_runs(
     return weights, runs()
 
 
+def _tie_runs_torch(
+    a: object, m: np.ndarray, chunk_size: int
+) -> tuple[np.ndarray, Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """``_tie_runs`` from one ``torch.sort`` of the (N, H, W) float32 tensor ``a`` on its
+    device: the cumulative (TP, FP, PRO-sum) at every tie-run end, brought to the CPU in
+    chunks. Within a run of equal scores the order differs from the key sort, which changes
+    nothing at the run's end but the rounding of the PRO sum."""
+    import torch
+
+    ids, weights = _regions(m)
+    per, dev = m[0].size, a.device
+    rid = np.zeros(m.size, dtype=np.int64)
+    for i, region in enumerate(ids):
+        if region is not None:
+            rid[i * per : (i + 1) * per] = region.ravel()
+    del ids
+    scores, order = torch.sort(a.reshape(-1), descending=True)
+    region = torch.from_numpy(rid).to(dev)[order]
+    del order, rid
+    tp = torch.cumsum(region > 0, 0)
+    pro = torch.cumsum(torch.from_numpy(weights).to(dev)[region], 0)
+    del region
+    end = torch.ones(scores.numel(), dtype=torch.bool, device=dev)
+    end[:-1] = scores[1:] != scores[:-1]  # -0.0 == +0.0: one run, as in the key sort
+    idx = torch.nonzero(end).squeeze(1)
+    del end, scores
+
+    def runs() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        for start in range(0, idx.numel(), chunk_size):
+            j = idx[start : start + chunk_size]
+            tp_e = tp[j]
+            yield tp_e.cpu().numpy(), (j + 1 - tp_e).cpu().numpy(), pro[j].cpu().numpy()
+
+    return weights, runs()
+
+
+def _backend(maps: object, backend: str) -> str:
+    """ "numpy" or "torch": ``auto`` takes torch for tensors that are not on the CPU."""
+    if backend not in ("auto", "numpy", "torch"):
+        raise ValueError(f"backend must be 'auto', 'numpy' or 'torch', got {backend!r}")
+    if backend != "auto":
+        return backend
+    device = getattr(maps, "device", None)
+    return "torch" if device is not None and getattr(device, "type", "cpu") != "cpu" else "numpy"
+
+
+def _as_maps_torch(maps: object, name: str = "maps") -> object:
+    """``_as_maps`` for a torch tensor, kept on its device (float32, (N, H, W))."""
+    import torch
+
+    a = maps if isinstance(maps, torch.Tensor) else torch.as_tensor(np.asarray(maps))
+    a = a.detach()
+    if a.ndim == 4 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 3:
+        raise ValueError(f"{name} must have shape (N, H, W) or (N, 1, H, W), got {tuple(a.shape)}")
+    if a.is_complex() or a.dtype == torch.bool:
+        raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
+    a = a.float().contiguous()
+    bad = torch.nonzero(~torch.isfinite(a).flatten(1).all(1)).flatten().tolist()
+    if bad:
+        raise ValueError(
+            f"{name} contain NaN or inf (images {bad[:5]}{' ...' if len(bad) > 5 else ''})"
+        )
+    return a
+
+
 def pixel_metrics(
     maps: object,
     masks: object,
     fpr_limit: float = 0.3,
     chunk_size: int = 1 << 20,
+    backend: str = "auto",
 ) -> dict[str, float]:
     """Pixel AUROC, AP, F1-max and AUPRO (MVTec definition, exact) from one sort.
 
     ``maps``: (N, H, W) anomaly scores (higher = more anomalous); ``masks``: (N, H, W)
-    binary ground truth. ``chunk_size`` bounds the sweep's working memory.
+    binary ground truth. ``chunk_size`` bounds the sweep's working memory. ``backend``:
+    ``"numpy"`` (a packed-key sort on the CPU), ``"torch"`` (``torch.sort`` on the maps'
+    device) or ``"auto"`` (torch for maps on a GPU).
     """
-    a = _as_maps(maps)
-    return _pixel_metrics(a, _as_binary(masks, "masks", a.shape), fpr_limit, chunk_size)
+    if _backend(maps, backend) == "torch":
+        a = _as_maps_torch(maps)
+        m = _as_binary(masks, "masks", tuple(a.shape))
+    else:
+        a = _as_maps(maps)
+        m = _as_binary(masks, "masks", a.shape)
+    return _pixel_metrics(a, m, fpr_limit, chunk_size)
 
 
-def _pixel_metrics(a: np.ndarray, m: np.ndarray, fpr_limit: float, chunk_size: int) -> dict:
+def _pixel_metrics(a: object, m: np.ndarray, fpr_limit: float, chunk_size: int) -> dict:
+    """The sweep over ``a``: a NumPy array (key sort) or a torch tensor (``torch.sort``)."""
     if not 0 < fpr_limit <= 1:
         raise ValueError(f"fpr_limit must lie in (0, 1], got {fpr_limit}")
     P = int(np.count_nonzero(m))
     _check_two_classes(P, m.size - P, "masks (pixels)")
-    weights, runs = _tie_runs(a, m, chunk_size)
+    tie_runs = _tie_runs if isinstance(a, np.ndarray) else _tie_runs_torch
+    weights, runs = tie_runs(a, m, chunk_size)
     sweep = _Sweep(P=P, N=m.size - P, R=weights.size - 1, fpr_limit=fpr_limit)
     for tp, fp, pro in runs:
         sweep.update(tp, fp, pro)
@@ -376,6 +458,7 @@ def evaluate(
     labels: object | None = None,
     fpr_limit: float = 0.3,
     paper_grid_thresholds: int | None = None,
+    backend: str = "auto",
 ) -> dict[str, float]:
     """All seven metrics (``METRIC_KEYS``) for one set of anomaly maps.
 
@@ -384,10 +467,15 @@ def evaluate(
     not empty"; when given, no normal image may have defect pixels (an anomalous one without
     any, e.g. a tiny defect lost to resizing, counts at image level only).
     ``paper_grid_thresholds=1000`` adds ``pixel_aupro_grid``, the paper-codebase approximation
-    (``aupro_grid``), beside the exact value.
+    (``aupro_grid``), beside the exact value. ``backend``: as in ``pixel_metrics`` (maps on a
+    GPU are swept there).
     """
-    a = _as_maps(maps)
-    m = _as_binary(masks, "masks", a.shape)
+    if _backend(maps, backend) == "torch":
+        a = _as_maps_torch(maps)
+        m = _as_binary(masks, "masks", tuple(a.shape))
+    else:
+        a = _as_maps(maps)
+        m = _as_binary(masks, "masks", a.shape)
     has_defect = m.any(axis=(1, 2))
     if labels is None:
         y = has_defect
@@ -401,11 +489,17 @@ def evaluate(
                 f"labels disagree with masks at images {bad[:10].tolist()}: a normal image "
                 "(label 0) has defect pixels"
             )  # an anomalous image without defect pixels is allowed (a defect lost to resizing)
-    s = a.max(axis=(1, 2)) if image_scores is None else _as_scores(image_scores, "image_scores")
+    if image_scores is not None:
+        s = _as_scores(image_scores, "image_scores")
+    elif isinstance(a, np.ndarray):
+        s = a.max(axis=(1, 2))
+    else:  # the maxima where the maps are
+        s = _to_numpy(a.amax(dim=(1, 2)), "maps")
     out = {f"image_{k}": v for k, v in binary_metrics(s, y).items()}
     out.update(_pixel_metrics(a, m, fpr_limit, chunk_size=1 << 20))
     if paper_grid_thresholds:
-        out["pixel_aupro_grid"] = aupro_grid(a, m, paper_grid_thresholds, fpr_limit)
+        grid_maps = a if isinstance(a, np.ndarray) else _to_numpy(a, "maps")
+        out["pixel_aupro_grid"] = aupro_grid(grid_maps, m, paper_grid_thresholds, fpr_limit)
     return out
 
 

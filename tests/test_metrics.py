@@ -261,3 +261,38 @@ def test_tables():
     assert list(t) == ["a", "b", "mean"] and t["mean"]["pixel_aupro"] == pytest.approx(0.8)
     md = M.to_markdown(t)
     assert "| mean | 80.0 |" in md and md.count("\n") == 4
+
+
+# ------------------------------------------------------------- the torch sweep (GPU maps)
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("levels", [None, 2])
+def test_torch_backend_equals_the_numpy_path(seed, levels):
+    """``backend="torch"`` (what maps on a GPU take) on CPU tensors: the same values as the
+    key sort to 1e-12, ties (``levels``) and chunk boundaries included, and -0.0 ties +0.0."""
+    maps, masks = random_case(seed, n=8, size=16, levels=levels)
+    maps[1, :2] = -0.0
+    maps[3, :2] = 0.0
+    t, tm = torch.from_numpy(maps), torch.from_numpy(masks)
+    want = M.evaluate(maps, masks, paper_grid_thresholds=200)
+    got = M.evaluate(t.unsqueeze(1), tm, paper_grid_thresholds=200, backend="torch")
+    assert got.keys() == want.keys() and got == pytest.approx(want, abs=1e-12)
+    for chunk in (1, 97):
+        got = M.pixel_metrics(t, tm, chunk_size=chunk, backend="torch")
+        assert got == pytest.approx(M.pixel_metrics(maps, masks), abs=1e-12)
+    assert M.pixel_metrics(t, tm, backend="torch")["pixel_auroc"] == pytest.approx(
+        roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12
+    )
+
+
+def test_torch_backend_checks_its_input_and_is_chosen_for_gpu_tensors():
+    maps, masks = random_case(2)
+    bad = torch.from_numpy(maps).clone()
+    bad[3, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or inf \(images \[3\]\)"):
+        M.pixel_metrics(bad, masks, backend="torch")
+    with pytest.raises(ValueError, match="backend must be"):
+        M.pixel_metrics(maps, masks, backend="cupy")
+    assert M._backend(torch.zeros(1), "auto") == "numpy"  # CPU tensors: the key sort
+    assert M._backend(maps, "auto") == "numpy"
+    meta = torch.empty(1, device="meta")  # any non-CPU device stands for a GPU here
+    assert M._backend(meta, "auto") == "torch"
