@@ -331,6 +331,16 @@ def _as_maps_torch(maps: object, name: str = "maps") -> object:
     return a
 
 
+def _maps_and_masks(maps: object, masks: object, backend: str) -> tuple[object, np.ndarray]:
+    """The checked maps (a NumPy array, or a float32 tensor left on its device for the torch
+    sweep) and the binary masks as NumPy."""
+    if _backend(maps, backend) == "torch":
+        a = _as_maps_torch(maps)
+        return a, _as_binary(masks, "masks", tuple(a.shape))
+    a = _as_maps(maps)
+    return a, _as_binary(masks, "masks", a.shape)
+
+
 def pixel_metrics(
     maps: object,
     masks: object,
@@ -345,12 +355,7 @@ def pixel_metrics(
     ``"numpy"`` (a packed-key sort on the CPU), ``"torch"`` (``torch.sort`` on the maps'
     device) or ``"auto"`` (torch for maps on a GPU).
     """
-    if _backend(maps, backend) == "torch":
-        a = _as_maps_torch(maps)
-        m = _as_binary(masks, "masks", tuple(a.shape))
-    else:
-        a = _as_maps(maps)
-        m = _as_binary(masks, "masks", a.shape)
+    a, m = _maps_and_masks(maps, masks, backend)
     return _pixel_metrics(a, m, fpr_limit, chunk_size)
 
 
@@ -470,12 +475,7 @@ def evaluate(
     (``aupro_grid``), beside the exact value. ``backend``: as in ``pixel_metrics`` (maps on a
     GPU are swept there).
     """
-    if _backend(maps, backend) == "torch":
-        a = _as_maps_torch(maps)
-        m = _as_binary(masks, "masks", tuple(a.shape))
-    else:
-        a = _as_maps(maps)
-        m = _as_binary(masks, "masks", a.shape)
+    a, m = _maps_and_masks(maps, masks, backend)
     has_defect = m.any(axis=(1, 2))
     if labels is None:
         y = has_defect
