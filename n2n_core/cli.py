@@ -197,9 +197,10 @@ def _reproduce(args: argparse.Namespace) -> int:
         "steps": args.steps,
         "download": args.download,
     }
-    for name in ("texture_dir", "foreground_dir"):  # only notebook 10 declares them
-        if getattr(args, name):
-            params[name] = str(Path(getattr(args, name)).resolve())
+    if texture_dir:  # only notebook 10 declares these two
+        params["texture_dir"] = texture_dir
+    if args.foreground_dir:
+        params["foreground_dir"] = str(Path(args.foreground_dir).resolve())
     rows = runner.run_notebooks(args.profile, out, only=[notebook], parameters=params)
     if rows[0]["status"] != "ok":
         print(f"error: {rows[0]['error']} (see {rows[0]['executed']})")

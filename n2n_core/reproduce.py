@@ -228,16 +228,15 @@ def reproduce(
     overrides = {**(overrides or {}), **({} if seed is None else {"train.seed": seed})}
     if texture_dir is not None:
         overrides["train.texture_dir"] = str(Path(texture_dir).resolve())
+    out = Path(runs) if runs else run_folder(target, profile)
     if weights is None:  # DTD and co. before the first category trains, not after it
-        folder = None if t.ablations else Path(runs) if runs else run_folder(target, profile)
-        check(target, profile, root, categories, overrides, download, folder)
+        check(target, profile, root, categories, overrides, download, None if t.ablations else out)
     if t.ablations:
         return _ablations(
             target, profile, root, runs, cats, categories is not None, overrides, tables
         )
     if weights is not None:
         return _released(target, profile, root, runs, Path(weights), weights_config, vae)
-    out = Path(runs) if runs else run_folder(target, profile)
 
     def done(run: Path) -> bool:  # evaluated after the model was last written
         m, w = run / "metrics.json", run / "model.safetensors"
