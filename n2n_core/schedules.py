@@ -24,13 +24,17 @@ __all__ = [
     "ddim_step",
     "ddpm_sample",
     "ddpm_step",
+    "denoising_loss",
     "equivalent_step",
     "linear_betas",
     "make_schedule",
     "predict_x0",
+    "q_posterior",
     "q_sample",
     "q_step",
 ]
+
+VARIANCES = ("posterior", "beta")  # σ_t² of the reverse step: β̃_t or β_t (DDPM §3.2)
 
 
 def linear_betas(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
@@ -138,24 +142,58 @@ def predict_x0(xt: Tensor, t: Tensor | int, s: NoiseSchedule, eps: Tensor) -> Te
     return (xt - (1 - ab).sqrt() * eps) / ab.sqrt()
 
 
+def q_posterior(x0: Tensor, xt: Tensor, t: Tensor | int, s: NoiseSchedule) -> tuple[Tensor, Tensor]:
+    """The forward process reversed given x_0: q(x_{t-1} | x_t, x_0) = N(μ̃_t, β̃_t I) (DDPM
+    Eq. 6-7), μ̃_t = √ᾱ_{t-1} β_t/(1-ᾱ_t) x_0 + √α_t (1-ᾱ_{t-1})/(1-ᾱ_t) x_t. The target
+    each KL term of the variational bound (DeCo-Diff Eq. 5) compares p_θ(x_{t-1} | x_t) with.
+    Returns (μ̃_t, β̃_t broadcast to a batch)."""
+    t = torch.as_tensor(t)
+    ab, ab_prev = _at(s.alpha_bar, t, xt), _at(s.alpha_bar, t - 1, xt)
+    beta, alpha = _at(s.betas, t, xt), _at(s.alphas, t, xt)
+    mean = ab_prev.sqrt() * beta / (1 - ab) * x0 + alpha.sqrt() * (1 - ab_prev) / (1 - ab) * xt
+    return mean, _at(s.posterior_variance, t, xt)
+
+
 def ddpm_step(
     xt: Tensor,
     t: Tensor | int,
     s: NoiseSchedule,
     eps: Tensor,
     noise: Tensor | None = None,
+    variance: str = "posterior",
 ) -> Tensor:
-    """One ancestral step x_t → x_{t-1} (DiffusionAD Eq. 4, DDPM Algorithm 2).
+    """One ancestral step x_t → x_{t-1} (DiffusionAD Eq. 4; DeCo-Diff Eq. 3-4; DDPM Alg. 2).
 
-    x_{t-1} = (x_t - (1-α_t)/√(1-ᾱ_t) ε_θ) / √α_t + σ_t z, with σ_t² = β̃_t. (The paper
-    prints "+ β̃_t z"; the standard deviation is √β̃_t.) ``noise`` is z; None means z = 0,
-    which returns the posterior mean. At t = 1, σ_1 = 0 and the step is deterministic.
+    x_{t-1} = μ_θ + σ_t z with μ_θ = (x_t - (1-α_t)/√(1-ᾱ_t) ε_θ) / √α_t (DeCo-Diff Eq. 4)
+    and σ_t² = β̃_t (``variance="posterior"``, DiffusionAD Eq. 4; the paper prints "+ β̃_t z"
+    but the standard deviation is √β̃_t) or σ_t² = β_t (``"beta"``, DeCo-Diff Eq. 3). DDPM
+    found both work: they are the two bounds on the true reverse variance. ``noise`` is z;
+    None returns the mean μ_θ. With σ_t² = β̃_t the step at t = 1 is deterministic.
     """
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
     a, ab = _at(s.alphas, t, xt), _at(s.alpha_bar, t, xt)
     mean = (xt - (1 - a) / (1 - ab).sqrt() * eps) / a.sqrt()
     if noise is None:
         return mean
-    return mean + _at(s.posterior_variance, t, xt).sqrt() * noise
+    var = s.posterior_variance if variance == "posterior" else s.betas
+    return mean + _at(var, t, xt).sqrt() * noise
+
+
+def denoising_loss(
+    eps_model: Callable[[Tensor, Tensor], Tensor],
+    x0: Tensor,
+    s: NoiseSchedule,
+    g: torch.Generator,
+) -> Tensor:
+    """One Monte Carlo draw of the DDPM objective, per sample (DiffusionAD Eq. 3, DeCo-Diff
+    Eq. 6): t ~ U{1..T} and ε ~ N(0, I) for each sample of ``x0``, then the mean over
+    elements of (ε - ε_θ(x_t, t))², x_t from Eq. 2. Averaging over many samples estimates
+    the expectation; ``eps_model(x, t)`` takes a (B,) tensor of steps. Returns (B,)."""
+    t = torch.randint(1, s.T + 1, (x0.shape[0],), generator=g)
+    eps = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
+    xt = q_sample(x0, t, s, eps)
+    return (eps - eps_model(xt, t)).pow(2).flatten(1).mean(1)
 
 
 def ddim_step(
