@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -36,17 +37,34 @@ def to_display(x: torch.Tensor) -> np.ndarray:
     return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
 
 
-def show_image(ax: Axes, x: torch.Tensor, title: str = "") -> None:
-    ax.imshow(to_display(x), cmap="gray" if x.shape[0] == 1 else None)
-    ax.set_title(title, fontsize=9)
+Scale = tuple[float, float]
+
+
+def show_image(ax: Axes, x: torch.Tensor, title: str = "", scale: Scale = (0.0, 1.0)) -> None:
+    """An RGB image in [-1, 1], or a 1-channel map drawn on the fixed ``scale`` (vmin, vmax):
+    never stretched to its own range, so a weak map looks weak next to a strong one."""
+    if x.shape[0] == 1:
+        ax.imshow(x[0].detach().float().cpu().numpy(), cmap="inferno", vmin=scale[0], vmax=scale[1])
+    else:
+        ax.imshow(to_display(x))
+    ax.set_title(textwrap.fill(title, 22), fontsize=8)
     ax.axis("off")
 
 
-def image_strip(images: Sequence[torch.Tensor], titles: Sequence[str], size: float = 1.8) -> Figure:
-    """One row of images with a title each."""
-    fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size * 1.15))
-    for ax, img, title in zip(np.atleast_1d(axes), images, titles, strict=True):
-        show_image(ax, img, title)
+def image_strip(
+    images: Sequence[torch.Tensor],
+    titles: Sequence[str],
+    size: float = 1.8,
+    scale: Scale | Sequence[Scale | None] = (0.0, 1.0),
+) -> Figure:
+    """One row of images with a title each. 1-channel maps are drawn on ``scale``: one
+    (vmin, vmax) for all, or one per image (None for RGB images)."""
+    scales = [scale] * len(images) if isinstance(scale[0], (int, float)) else list(scale)
+    if len(scales) != len(images):
+        raise ValueError(f"scale: one (vmin, vmax) per image expected, got {len(scales)}")
+    fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size * 1.3))
+    for ax, img, title, sc in zip(np.atleast_1d(axes), images, titles, scales, strict=True):
+        show_image(ax, img, title, sc or (0.0, 1.0))
     fig.tight_layout()
     return fig
 
@@ -238,6 +256,7 @@ def prediction_grid(
                 )
             else:
                 show_image(ax, x)
+                ax.axis("on")  # show_image hides the axis, and with it the row label
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
