@@ -15,10 +15,18 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from n2n_core.io import atomic_write_text
 
-__all__ = ["KEY_NUMBERS_MIME", "discover", "parse_param", "report", "run_notebooks"]
+__all__ = [
+    "KEY_NUMBERS_MIME",
+    "discover",
+    "parse_param",
+    "prune_widget_state",
+    "report",
+    "run_notebooks",
+]
 
 KEY_NUMBERS_MIME = "application/vnd.n2n.key-numbers+json"
 NOTEBOOK_NAME = re.compile(r"^\d{2}_[A-Za-z0-9_-]+\.ipynb$")
@@ -199,4 +207,33 @@ def execute_in_place(
         ).execute()
         for cell in nb.cells:
             cell.metadata.pop("execution", None)
+        prune_widget_state(nb)
         atomic_write_text(nb_path, nbformat.writes(nb) + "\n")
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def prune_widget_state(nb: Any) -> None:
+    """Keep only the saved widget models that an output displays (and the models those
+    reference): a progress bar closed during execution leaves its models behind, and a static
+    reader (GitHub, the book) would show them as stale bars."""
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    todo = [
+        o["data"][WIDGET_VIEW]["model_id"]
+        for cell in nb.cells
+        for o in cell.get("outputs", [])
+        if WIDGET_VIEW in o.get("data", {})
+    ]
+    keep: set[str] = set()
+    while todo:
+        mid = todo.pop()
+        if mid in keep or mid not in state:
+            continue
+        keep.add(mid)
+        todo += re.findall(r"IPY_MODEL_([0-9a-f]+)", json.dumps(state[mid]))
+    if keep:
+        nb.metadata["widgets"][WIDGET_STATE]["state"] = {k: state[k] for k in keep}
+    else:
+        nb.metadata.pop("widgets", None)

@@ -62,6 +62,42 @@ def test_committed_with_clean_smoke_outputs(nb):
     assert counts == list(range(1, len(counts) + 1)), "execute top to bottom from a clean kernel"
 
 
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_stale_widget_state(nb):
+    """Saved widget models are only those an output shows: a finished progress bar's models
+    would show a static reader a stale bar (``runner.prune_widget_state``)."""
+    import nbformat
+
+    note = nbformat.read(nb, as_version=4)
+    saved = note.metadata.get("widgets", {}).get(runner.WIDGET_STATE, {}).get("state", {})
+    runner.prune_widget_state(note)
+    kept = note.metadata.get("widgets", {}).get(runner.WIDGET_STATE, {}).get("state", {})
+    assert set(saved) == set(kept), f"{nb.name}: widget models no output shows: make notebooks"
+    assert not any(m["model_name"] == "FloatProgressModel" for m in kept.values())
+
+
+def test_prune_widget_state_keeps_what_outputs_reference():
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    state = {
+        "a": {"model_name": "VBoxModel", "state": {"children": ["IPY_MODEL_b"]}},
+        "b": {"model_name": "SliderModel", "state": {"style": "IPY_MODEL_c"}},
+        "c": {"model_name": "SliderStyleModel", "state": {}},
+        "d": {"model_name": "FloatProgressModel", "state": {"layout": "IPY_MODEL_e"}},
+        "e": {"model_name": "LayoutModel", "state": {}},
+    }
+    nb.metadata["widgets"] = {runner.WIDGET_STATE: {"state": state, "version_major": 2}}
+    view = {"data": {runner.WIDGET_VIEW: {"model_id": "a"}}, "metadata": {}}
+    view["output_type"] = "display_data"
+    nb.cells = [nbformat.v4.new_code_cell(outputs=[nbformat.from_dict(view)])]
+    runner.prune_widget_state(nb)
+    assert set(nb.metadata["widgets"][runner.WIDGET_STATE]["state"]) == {"a", "b", "c"}
+    nb.cells[0].outputs = []
+    runner.prune_widget_state(nb)
+    assert "widgets" not in nb.metadata
+
+
 def test_colab_setup_cell_is_identical_and_points_home():
     setups = {_src(_code_cells(nb)[1]) for nb in NOTEBOOKS}
     assert len(setups) == 1, "every notebook carries the same Colab setup cell"
