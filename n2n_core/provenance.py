@@ -14,7 +14,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["environment"]
+__all__ = ["describe", "environment", "recorded"]
 
 PACKAGES = ("torch", "diffusers", "numpy", "scikit-learn", "accelerate")
 
@@ -57,3 +57,28 @@ def environment() -> dict[str, object]:
         "platform": sys.platform,
         "git": _git(),
     }
+
+
+def describe(env: dict) -> str:
+    """One line for reports: versions, device and commit of an ``environment()`` record."""
+    versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if v)
+    git = env.get("git") or {}
+    commit = git.get("commit")
+    where = f"commit {commit[:12]}{' (dirty)' if git.get('dirty') else ''}" if commit else "no git"
+    return f"{versions}; device {env.get('device', '?')}; {where}"
+
+
+def recorded(folder: Path | str) -> list[str]:
+    """The distinct environments the runs under ``folder`` were trained in (their
+    train_info.json), each as ``describe`` writes it."""
+    import json
+
+    seen: dict[str, None] = {}
+    for info in sorted(Path(folder).rglob("train_info.json")):
+        try:
+            env = json.loads(info.read_text(encoding="utf-8")).get("environment")
+        except (OSError, ValueError):
+            continue
+        if env:
+            seen[describe(env)] = None
+    return list(seen)

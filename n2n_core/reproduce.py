@@ -359,7 +359,17 @@ def _write_ablation_report(
     atomic_write_csv(
         out / "report.csv", ["table", "row", "metric", "ours", "paper", "delta"], csv_rows
     )
-    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "report.md", "\n".join(lines + _environment_note(out)) + "\n")
+
+
+def _environment_note(out: Path) -> list[str]:
+    """What produced the numbers: the versions, device and commit each run recorded."""
+    from n2n_core.provenance import recorded
+
+    envs = recorded(out)
+    if not envs:
+        return []
+    return ["", "Trained with:", "", *(f"- {e}" for e in envs)]
 
 
 GRID = "pixel_aupro_official_grid"  # report rows: the AUPRO as the official code computes it
@@ -456,4 +466,4 @@ def _write_report(
                 )
     if grid_rows:
         lines += _grid_note(grid[0], TARGETS[target].method)
-    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "report.md", "\n".join(lines + _environment_note(out)) + "\n")

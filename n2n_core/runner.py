@@ -170,11 +170,15 @@ def run_notebooks(
 
 
 def _write_summary(out: Path, profile: str, rows: list[dict[str, object]]) -> None:
-    atomic_write_text(
-        out / "summary.json", json.dumps({"profile": profile, "notebooks": rows}, indent=2) + "\n"
-    )
+    from n2n_core.provenance import describe, environment
+
+    env = environment()
+    summary = {"profile": profile, "environment": env, "notebooks": rows}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     lines = [
         f"# n2n notebook run — profile `{profile}`",
+        "",
+        f"Environment: {describe(env)}",
         "",
         "| notebook | status | seconds | key numbers |",
         "|---|---|---|---|",

@@ -3,7 +3,8 @@ processes/GPUs, gradient accumulation): progress bar, periodic atomic checkpoint
 resume and a NaN guard. The method (``n2n_core.methods``) provides the model and its feed; a
 model with a ``fit(feed, g)`` method (no gradients, e.g. a memory bank) is fitted in one pass.
 
-A run folder holds ``run.json`` (method, data, configs), ``train_log.jsonl`` (losses),
+A run folder holds ``run.json`` (method, data, configs, and the environment that started it:
+versions, device, git commit), ``train_log.jsonl`` (losses),
 ``train_info.json`` (steps, seconds, processes, peak GPU memory, the environment),
 ``checkpoints/last/`` (model, optimiser, learning-rate schedule, step, every process's RNG
 states, our data generator) and, at the end, ``model.safetensors``. Resuming from
@@ -205,8 +206,11 @@ def _start(run_dir: Path, record: dict, resume: bool, accelerator: Any) -> bool:
             )
     accelerator.wait_for_everyone()  # every process checks before the main one writes
     if accelerator.is_main_process:
+        from n2n_core.provenance import environment
+
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
+        stamped = {**record, "environment": environment()}  # who ran it: not a setting
+        atomic_write_text(run_dir / "run.json", json.dumps(stamped, indent=2) + "\n")
     accelerator.wait_for_everyone()
     return resume
 

@@ -65,6 +65,11 @@ def test_reproduce_end_to_end_on_each_layout(tmp_path, target, write, cats):
         assert grid[cat]["paper"] == exact["paper"]
     text = (runs / "report.md").read_text()
     assert "1000 thresholds" in text and "keeps the best" in text
+    # what trained the numbers: each run's recorded versions, device and commit
+    env = json.loads((runs / cats[0] / "train_info.json").read_text())["environment"]
+    assert f"torch {env['versions']['torch']}, diffusers {env['versions']['diffusers']}" in text
+    commit = (env.get("git") or {}).get("commit")
+    assert (commit[:12] if commit else "no git") in text
     if "pixel_aupro" in paper.get("mean", {}):  # VisA (DAGM's table has no AUPRO)
         assert "| mean | pixel_aupro_official_grid |" in text
     fig = viz.report_bars(runs)  # notebooks 10/11's figure: a pair of bars per paper number
@@ -95,6 +100,10 @@ def test_cli_reproduce_on_a_fixture(tmp_path, capsys):
     assert json.loads((tmp_path / "r" / "bottle" / "metrics.json").read_text())
     run = json.loads((tmp_path / "r" / "bottle" / "run.json").read_text())
     assert run["train"]["seed"] == 3  # --seed reached the notebook's reproduce call
+    env = run["environment"]  # a new run's run.json says what ran it
+    assert set(env["versions"]) == {"python", "torch", "diffusers", "numpy", "scikit-learn",
+                                    "accelerate"} and all(env["versions"].values())  # fmt: skip
+    assert env["device"] == "cpu" and (env["git"] is None or set(env["git"]) == {"commit", "dirty"})
     assert (tmp_path / "r" / "10_reproduce_diffusionad.ipynb").is_file()
     assert "| mean | image_auroc |" in (tmp_path / "r" / "report.md").read_text()
     assert "report.md" in capsys.readouterr().out

@@ -69,6 +69,13 @@ def test_run_collects_numbers_and_survives_a_failure(nb_dir, tmp_path):
     ]
     md = (out / "summary.md").read_text()
     assert "size=768" in md and "**failed**" in md
+    # what ran them: versions, device and commit, in both summaries
+    import torch
+
+    env = summary["environment"]
+    assert env["versions"]["torch"] == torch.__version__ and env["device"] == "cpu"
+    assert set(env["versions"]) >= {"python", "torch", "diffusers", "numpy", "scikit-learn"}
+    assert f"torch {torch.__version__}" in md and "device cpu" in md
     # the committed notebooks are never written to
     committed = json.loads((nb_dir / "01_ok.ipynb").read_text())
     assert committed["cells"][1]["outputs"] == []
