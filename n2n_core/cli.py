@@ -209,6 +209,14 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _book(args: argparse.Namespace) -> int:
+    from n2n_core.book import build_book
+
+    index = build_book(args.out)
+    print(f"[n2n] book: {index}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m n2n_core", description=__doc__)
     parser.add_argument(
@@ -233,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-execute the committed notebooks in place (refresh stored outputs)",
     )
     nb.set_defaults(func=_notebooks)
+
+    bk = sub.add_parser("book", help="render the committed notebooks to a static HTML book")
+    bk.add_argument("--out", default="book", help="output folder (default: book)")
+    bk.set_defaults(func=_book)
 
     dl = sub.add_parser("download", help="download, verify and unpack a dataset")
     dl.add_argument("dataset", choices=["mvtec", "visa", "dagm", "dtd"])
