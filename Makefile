@@ -12,14 +12,14 @@ STAMP := $(VENV)/.n2n-installed
 endif
 export TQDM_DISABLE ?= 1
 
-.PHONY: install reproduce ablations tables test test-fast lint format notebooks bench clean
+.PHONY: install reproduce ablations tables test test-fast test-browser book lock lint format notebooks bench clean
 
 install: $(STAMP)
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 
-$(STAMP): pyproject.toml scripts/install.sh | $(if $(findstring $(VENV)/,$(PY)),$(VENV)/bin/python)
+$(STAMP): pyproject.toml requirements-lock.txt scripts/install.sh | $(if $(findstring $(VENV)/,$(PY)),$(VENV)/bin/python)
 	bash scripts/install.sh $(PY)
 	@touch $@
 
@@ -49,6 +49,24 @@ FAST_NOTEBOOKS = $(wildcard notebooks/0[1-4]_*.ipynb notebooks/07_*.ipynb)
 test-fast: install
 	$(PY) -m pytest tests $(FAST_NOTEBOOKS)
 
+## notebooks 01 and 03 in JupyterLab in headless Chromium: run all, no errors, every slider
+## redraws its figure; and a page of the book. Screenshots: runs/browser/. Needs Debian's
+## chromium + chromium-driver (.ci/run installs them)
+test-browser: install
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "make test-browser needs Chromium: apt-get install chromium chromium-driver"; exit 1; }
+	$(PY) -m pytest tests_browser -p no:nbval -o addopts="-p no:cacheprovider"
+
+## the committed notebooks as static HTML, the equation index as the front page: book/index.html
+book: install
+	$(PY) -m n2n_core book --out book
+
+## refresh requirements-lock.txt from the active environment (after a passing make test)
+lock: install
+	{ echo "# exact versions make test passes with: Linux, Python 3.11, CPU torch (not listed:"; \
+	  echo "# scripts/install.sh installs torch itself). Refresh: make lock"; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v -i '^torch=='; } > requirements-lock.txt
+
 lint: install
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
@@ -67,4 +85,4 @@ bench: install
 	$(PY) benchmarks/inference_bench.py --profile paper --batch 1 --reverse-steps 10
 
 clean:
-	rm -rf runs .pytest_cache .ruff_cache $(VENV) .n2n-install-*
+	rm -rf runs book .pytest_cache .ruff_cache $(VENV) .n2n-install-*
