@@ -29,6 +29,7 @@ path to float64 rounding (tested on CPU tensors).
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -215,14 +216,19 @@ def _regions(masks: np.ndarray) -> tuple[list[np.ndarray | None], np.ndarray]:
 
 def _descending_keys(maps: np.ndarray, ids: list[np.ndarray | None]) -> np.ndarray:
     """uint64 keys whose ascending order is descending score: (~sortable float bits) << 32 |
-    region id. Built image by image so no full-size temporaries are made."""
+    region id. Built image by image so no full-size temporaries are made; on little-endian
+    machines the two 32-bit halves are written in place (no 64-bit temporaries)."""
     keys = np.empty(maps.size, dtype=np.uint64)
     per = maps[0].size
+    halves = keys.view(np.uint32).reshape(-1, 2) if sys.byteorder == "little" else None
     for i, (m, region) in enumerate(zip(maps, ids, strict=True)):
-        bits = (m + np.float32(0)).view(np.uint32).ravel()  # + 0 turns -0.0 into +0.0
-        flip = np.where(bits >> 31, np.uint32(0xFFFFFFFF), np.uint32(0x80000000))
+        bits = _descending_keys32(m)
+        if halves is not None:
+            rows = halves[i * per : (i + 1) * per]
+            rows[:, 1] = bits
+            rows[:, 0] = 0 if region is None else region.ravel()
+            continue
         k = keys[i * per : (i + 1) * per]
-        np.invert(bits ^ flip, out=bits)  # ascending float order → descending
         np.left_shift(bits.astype(np.uint64), np.uint64(32), out=k)
         if region is not None:
             k |= region.ravel()
@@ -360,17 +366,102 @@ def pixel_metrics(
 
 
 def _pixel_metrics(a: object, m: np.ndarray, fpr_limit: float, chunk_size: int) -> dict:
-    """The sweep over ``a``: a NumPy array (key sort) or a torch tensor (``torch.sort``)."""
+    """A NumPy ``a``: sorts of the normal and the defect pixels' scores, then only the tie
+    runs that hold a defect pixel (``_positive_run_metrics``); a torch tensor: one
+    ``torch.sort`` on its device and the full sweep (``_tie_runs_torch``)."""
     if not 0 < fpr_limit <= 1:
         raise ValueError(f"fpr_limit must lie in (0, 1], got {fpr_limit}")
     P = int(np.count_nonzero(m))
     _check_two_classes(P, m.size - P, "masks (pixels)")
+    if isinstance(a, np.ndarray):
+        return _positive_run_metrics(a, m, P, fpr_limit)
     tie_runs = _tie_runs if isinstance(a, np.ndarray) else _tie_runs_torch
     weights, runs = tie_runs(a, m, chunk_size)
     sweep = _Sweep(P=P, N=m.size - P, R=weights.size - 1, fpr_limit=fpr_limit)
     for tp, fp, pro in runs:
         sweep.update(tp, fp, pro)
     return {f"pixel_{k}": v for k, v in sweep.results().items()}
+
+
+def _descending_keys32(m: np.ndarray) -> np.ndarray:
+    """uint32 keys of one float32 map whose ascending order is the descending score order
+    (-0.0 counts as +0.0): x ≥ 0 → bits ^ 0x7FFFFFFF, x < 0 → bits."""
+    bits = (m + np.float32(0)).view(np.uint32).ravel()
+    flip = bits.view(np.int32) >> 31  # 0 for x ≥ 0, -1 for x < 0
+    np.invert(flip, out=flip)
+    np.bitwise_and(flip, np.int32(0x7FFFFFFF), out=flip)
+    np.bitwise_xor(bits, flip.view(np.uint32), out=bits)
+    return bits
+
+
+def _positive_run_metrics(a: np.ndarray, m: np.ndarray, P: int, fpr_limit: float) -> dict:
+    """The four pixel metrics from a sort of the normal pixels' scores (32-bit keys) and of
+    the defect pixels', visiting only the tie runs (equal scores) that hold a defect pixel.
+
+    Exact because between two such runs only false positives accrue: precision and F1 fall,
+    so AP's terms and F1's maximum sit at positive runs; at a run of score s, FP = the normal
+    pixels scoring ≥ s and dFP those scoring = s (two binary searches in the sorted normal
+    keys); 2PN·AUROC = Σ dTP (2(N − FP) + dFP) counts, for each positive, the negatives below
+    it and half of those tied with it; and PRO is constant between positive runs, so its
+    curve is a rectangle there and, across a positive run, the same trapezoid as the full
+    sweep draws."""
+    ids, weights = _regions(m)
+    n_img, per = len(a), a[0].size
+    N, R = m.size - P, weights.size - 1
+    neg = np.empty(N, dtype=np.uint32)
+    pos_keys = np.empty(P, dtype=np.uint32)
+    pos_region = np.empty(P, dtype=np.uint32)
+    i_neg = i_pos = 0
+    for i in range(n_img):
+        k = _descending_keys32(a[i])
+        if ids[i] is None:
+            neg[i_neg : i_neg + per] = k
+            i_neg += per
+            continue
+        defect = m[i].ravel()
+        normal = k[~defect]
+        neg[i_neg : i_neg + normal.size] = normal
+        i_neg += normal.size
+        d = k[defect]
+        pos_keys[i_pos : i_pos + d.size] = d
+        pos_region[i_pos : i_pos + d.size] = ids[i].ravel()[defect]
+        i_pos += d.size
+    del ids
+    neg.sort()
+    order = np.argsort(pos_keys, kind="stable")
+    pos_keys, pos_region = pos_keys[order], pos_region[order]
+    last = np.flatnonzero(np.r_[pos_keys[1:] != pos_keys[:-1], True])  # each run's last
+    run_key = pos_keys[last]
+    tp = last + 1  # TP, FP and the PRO sum at the end of each positive run
+    above = np.searchsorted(neg, run_key, side="left")  # normal pixels scoring higher
+    fp = above.copy()
+    tied = above < N
+    tied[tied] = neg[above[tied]] == run_key[tied]  # normal pixels with the same score: rare
+    fp[tied] = np.searchsorted(neg, run_key[tied], side="right")
+    dfp = fp - above
+    dtp = np.diff(np.r_[0, tp])
+    pro = np.cumsum(weights[pos_region])[last] / R
+    out = {
+        "pixel_auroc": int(np.dot(dtp, 2 * (N - fp) + dfp)) / (2 * P * N),
+        "pixel_ap": float(np.dot(dtp, tp / (tp + fp))) / P,
+        "pixel_f1max": float((2 * tp / (tp + fp + P)).max()),
+    }
+    # PRO against FPR: a rectangle up to each positive run, a trapezoid across it, a
+    # rectangle after the last one; the area up to the FPR limit, divided by the limit
+    x_end = fp / N
+    x_start = (fp - dfp) / N
+    y_prev = np.r_[0.0, pro[:-1]]
+    x0 = np.concatenate([np.r_[0.0, x_end], x_start])
+    x1 = np.concatenate([np.r_[x_start, 1.0], x_end])
+    y0 = np.concatenate([np.r_[y_prev, pro[-1]], y_prev])
+    y1 = np.concatenate([np.r_[y_prev, pro[-1]], pro])
+    keep = x0 < fpr_limit
+    x0, x1, y0, y1 = x0[keep], x1[keep], y0[keep], y1[keep]
+    xc = np.minimum(x1, fpr_limit)
+    width = x1 - x0
+    yc = np.where(width > 0, y0 + (y1 - y0) * (xc - x0) / np.where(width > 0, width, 1), y1)
+    out["pixel_aupro"] = float(np.dot(xc - x0, (y0 + yc) / 2)) / fpr_limit
+    return out
 
 
 def pro_curve(maps: object, masks: object) -> tuple[np.ndarray, np.ndarray]:

@@ -296,3 +296,34 @@ def test_torch_backend_checks_its_input_and_is_chosen_for_gpu_tensors():
     assert M._backend(maps, "auto") == "numpy"
     meta = torch.empty(1, device="meta")  # any non-CPU device stands for a GPU here
     assert M._backend(meta, "auto") == "torch"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_positive_run_sweep_equals_the_full_sweep(seed):
+    """pixel_metrics visits only the tie runs that hold a defect pixel; the full sweep over
+    every run (the torch path's, and pro_curve's) must give the same four numbers: heavy
+    ties, -0.0 beside +0.0, large flat regions, defects tied with normal pixels, FPR limits."""
+    rng = np.random.default_rng(seed)
+    for trial in range(40):
+        n, h, w = rng.integers(2, 6), rng.integers(3, 24), rng.integers(3, 24)
+        maps = rng.standard_normal((n, h, w)).astype(np.float32)
+        if trial % 2:
+            maps = (np.round(maps * rng.integers(1, 4)) / 2).astype(np.float32)
+        if trial % 3 == 0:
+            maps[maps < rng.uniform(-0.5, 1.5)] = 0.0
+        if trial % 4 == 0:
+            maps[maps == 0] = -0.0
+        masks = rng.random((n, h, w)) < rng.uniform(0.02, 0.5)
+        masks[0] = False
+        if not masks.any():
+            continue
+        limit = float(rng.choice([0.3, 1.0, 0.02]))
+        fast = M.pixel_metrics(maps, masks, fpr_limit=limit)
+        P = int(masks.sum())
+        weights, runs = M._tie_runs(maps, masks, 64)  # small chunks: many sweep updates
+        sweep = M._Sweep(P=P, N=masks.size - P, R=weights.size - 1, fpr_limit=limit)
+        for tp, fp, pro in runs:
+            sweep.update(tp, fp, pro)
+        full = {f"pixel_{k}": v for k, v in sweep.results().items()}
+        for k, v in full.items():
+            assert fast[k] == pytest.approx(v, abs=1e-12), (trial, k)
