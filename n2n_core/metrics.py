@@ -29,7 +29,6 @@ path to float64 rounding (tested on CPU tensors).
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -215,19 +214,12 @@ def _regions(masks: np.ndarray) -> tuple[list[np.ndarray | None], np.ndarray]:
 
 
 def _descending_keys(maps: np.ndarray, ids: list[np.ndarray | None]) -> np.ndarray:
-    """uint64 keys whose ascending order is descending score: (~sortable float bits) << 32 |
-    region id. Built image by image so no full-size temporaries are made; on little-endian
-    machines the two 32-bit halves are written in place (no 64-bit temporaries)."""
+    """uint64 keys whose ascending order is descending score: (``_descending_keys32``) << 32 |
+    region id. Built image by image so no full-size temporaries are made."""
     keys = np.empty(maps.size, dtype=np.uint64)
     per = maps[0].size
-    halves = keys.view(np.uint32).reshape(-1, 2) if sys.byteorder == "little" else None
     for i, (m, region) in enumerate(zip(maps, ids, strict=True)):
         bits = _descending_keys32(m)
-        if halves is not None:
-            rows = halves[i * per : (i + 1) * per]
-            rows[:, 1] = bits
-            rows[:, 0] = 0 if region is None else region.ravel()
-            continue
         k = keys[i * per : (i + 1) * per]
         np.left_shift(bits.astype(np.uint64), np.uint64(32), out=k)
         if region is not None:
@@ -354,12 +346,13 @@ def pixel_metrics(
     chunk_size: int = 1 << 20,
     backend: str = "auto",
 ) -> dict[str, float]:
-    """Pixel AUROC, AP, F1-max and AUPRO (MVTec definition, exact) from one sort.
+    """Pixel AUROC, AP, F1-max and AUPRO (MVTec definition, exact) from sorted scores.
 
     ``maps``: (N, H, W) anomaly scores (higher = more anomalous); ``masks``: (N, H, W)
-    binary ground truth. ``chunk_size`` bounds the sweep's working memory. ``backend``:
-    ``"numpy"`` (a packed-key sort on the CPU), ``"torch"`` (``torch.sort`` on the maps'
-    device) or ``"auto"`` (torch for maps on a GPU).
+    binary ground truth. ``backend``: ``"numpy"`` (sorts of the normal and the defect
+    pixels' scores on the CPU), ``"torch"`` (one ``torch.sort`` on the maps' device; its
+    transfers to the CPU come in ``chunk_size`` pieces) or ``"auto"`` (torch for maps on a
+    GPU).
     """
     a, m = _maps_and_masks(maps, masks, backend)
     return _pixel_metrics(a, m, fpr_limit, chunk_size)
@@ -375,8 +368,7 @@ def _pixel_metrics(a: object, m: np.ndarray, fpr_limit: float, chunk_size: int) 
     _check_two_classes(P, m.size - P, "masks (pixels)")
     if isinstance(a, np.ndarray):
         return _positive_run_metrics(a, m, P, fpr_limit)
-    tie_runs = _tie_runs if isinstance(a, np.ndarray) else _tie_runs_torch
-    weights, runs = tie_runs(a, m, chunk_size)
+    weights, runs = _tie_runs_torch(a, m, chunk_size)
     sweep = _Sweep(P=P, N=m.size - P, R=weights.size - 1, fpr_limit=fpr_limit)
     for tp, fp, pro in runs:
         sweep.update(tp, fp, pro)
