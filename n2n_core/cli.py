@@ -39,13 +39,13 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from n2n_core.data import list_categories, load_samples
+    from n2n_core.data import is_texture, list_categories, load_samples
     from n2n_core.data.dataset import load_pair
-    from n2n_core.data.synthetic import ensure_synthetic
+    from n2n_core.data.readers import GENERATED, ensure_generated_source
 
     root = args.root or str(default_root() / args.source)  # never another dataset's folder
-    if args.source == "synthetic":
-        print(f"[n2n] embedded dataset at {ensure_synthetic(root)}")
+    if args.source in GENERATED:
+        print(f"[n2n] {args.source} dataset at {ensure_generated_source(args.source, root)}")
     for cat in args.category or list_categories(args.source, root):
         train = load_samples(args.source, root, cat, "train")
         test = load_samples(args.source, root, cat, "test")
@@ -53,8 +53,9 @@ def _data(args: argparse.Namespace) -> int:
             for s in train + test:
                 load_pair(s)
         defects = sorted({s.defect for s in test if s.label})
+        kind = "texture" if is_texture(args.source, cat, root) else "object"
         print(
-            f"{cat:<14} train {len(train):>4}   test {len(test):>4} "
+            f"{cat:<14} {kind:<8} train {len(train):>4}   test {len(test):>4} "
             f"({sum(s.label for s in test)} anomalous: {', '.join(defects)})"
             + ("" if args.no_open else "  every file opened")
         )
@@ -107,9 +108,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.unconditional:
         overrides["model.classes"] = ()
     overrides |= _settings(args.set)
-    root = args.root or str(
-        default_root() / ("synthetic" if args.data == "synthetic" else args.data)
-    )
+    root = args.root or str(default_root() / args.data)
     # stored absolute, so that evaluate works from any directory
     data = DataSpec(args.data, str(Path(root).resolve()), args.category, args.foreground_dir)
     model, tcfg = methods.resolve(
@@ -374,7 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     rp.set_defaults(func=_reproduce)
 
-    da = sub.add_parser("data", help="list a dataset's categories and split sizes (checks it)")
+    da = sub.add_parser(
+        "data", help="list a dataset's categories and split sizes (checks it); builds the "
+        "embedded ones (synthetic, photos) first",
+    )  # fmt: skip
     da.add_argument("source", choices=SOURCES)
     da.add_argument("--root", help="dataset root (default: data/<source>)")
     da.add_argument("--category", nargs="*", default=[])

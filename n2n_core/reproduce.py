@@ -29,7 +29,7 @@ __all__ = [
 @dataclass(frozen=True)
 class Target:
     method: str  # a registered method (n2n_core.methods)
-    dataset: str  # a reader source: mvtec | visa | dagm | synthetic
+    dataset: str  # a reader source: mvtec | visa | dagm | synthetic | photos
     tables: tuple[str, ...] = ()  # paper tables to compare with (may be empty)
     paper_method: str = ""  # the method's row name in those tables
     ablations: bool = False  # the method's ablation tables (``Method.ablations``) instead
@@ -50,6 +50,8 @@ TARGETS = {
     ),
     "diffusionad-synthetic": Target("diffusionad", "synthetic", (), "DiffusionAD"),
     "decodiff-synthetic": Target("decodiff", "synthetic", (), "DeCo-Diff"),
+    "diffusionad-photos": Target("diffusionad", "photos"),  # the photographic benchmark (#16)
+    "decodiff-photos": Target("decodiff", "photos"),
     # Tables 3-4 of each paper (Method.ablations): <method>-ablations on the paper's dataset,
     # <method>-ablations-<dataset> on another (synthetic: the smoke notebooks 06 and 09)
     "diffusionad-ablations": Target("diffusionad", "visa", ablations=True),
@@ -61,7 +63,8 @@ TARGETS = {
         for d in ds
     },
     # the non-diffusion reference: no paper table, ours only
-    **{f"patchknn-{d}": Target("patchknn", d) for d in ("synthetic", "mvtec", "visa", "dagm")},
+    **{f"patchknn-{d}": Target("patchknn", d)
+       for d in ("synthetic", "photos", "mvtec", "visa", "dagm")},
 }  # fmt: skip
 RELEASED = sorted(name for name, t in TARGETS.items() if t.released)  # accept --weights
 
@@ -96,13 +99,12 @@ def _paper_numbers(target: Target, released: bool = False) -> dict[str, dict[str
 
 def _data_root(t: Target, root: Path | str | None, download: bool) -> Path:
     """The dataset folder: the embedded data is generated, a real one downloaded on request."""
+    from n2n_core.data.readers import GENERATED, ensure_generated_source
     from n2n_core.paths import default_root
 
     root = Path(root) if root else default_root() / t.dataset
-    if t.dataset == "synthetic":
-        from n2n_core.data import ensure_synthetic
-
-        ensure_synthetic(root)
+    if t.dataset in GENERATED:
+        ensure_generated_source(t.dataset, root)
     elif download and not root.exists():
         from n2n_core.data.download import DATASETS
         from n2n_core.data.download import download as fetch

@@ -233,7 +233,7 @@ def test_ensure_synthetic_reuses_and_protects(tmp_path):
     other = tmp_path / "mine"
     other.mkdir()
     (other / "keep.txt").write_text("user data")
-    with pytest.raises(DatasetError, match="not an n2n synthetic dataset"):
+    with pytest.raises(DatasetError, match="not an n2n generated dataset"):
         S.ensure_synthetic(other, spec)
     assert (other / "keep.txt").read_text() == "user data"
     # reading never regenerates: a dataset made with another spec is used as it is

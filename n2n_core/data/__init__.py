@@ -1,8 +1,8 @@
 """Datasets: one sample model, readers for every layout, one torch Dataset, the embedded
-synthetic benchmark, foreground masks and downloads."""
+synthetic and photographic benchmarks, foreground masks and downloads."""
 
 from n2n_core.data.dataset import AnomalyDataset, load_image, load_mask
-from n2n_core.data.foreground import estimate_foreground, foreground_masks
+from n2n_core.data.foreground import estimate_foreground, foreground_masks, looks_like_texture
 from n2n_core.paths import default_root
 from n2n_core.data.readers import SOURCES, is_texture, list_categories, load_samples
 from n2n_core.data.samples import DatasetError, Sample
@@ -23,6 +23,7 @@ __all__ = [
     "load_image",
     "load_mask",
     "load_samples",
+    "looks_like_texture",
     "toy_defects",
     "toy_image",
 ]

@@ -26,7 +26,7 @@ from n2n_core.data.dataset import load_image, load_mask
 from n2n_core.data.samples import DatasetError, Sample
 from n2n_core.io import atomic_write_bytes
 
-__all__ = ["estimate_foreground", "foreground_masks"]
+__all__ = ["estimate_foreground", "foreground_masks", "looks_like_texture"]
 
 
 def estimate_foreground(
@@ -54,6 +54,18 @@ def estimate_foreground(
     sizes = np.bincount(lab.ravel())[1:]
     keep = np.flatnonzero(sizes >= min_fraction * sizes.max()) + 1
     return np.isin(lab, keep)
+
+
+def looks_like_texture(samples: Sequence[Sample], n: int = 8, cover: float = 0.9) -> bool:
+    """Whether a category is a texture, decided from its images: on most of (up to) ``n`` of
+    them the estimated foreground covers at least ``cover`` of the image — nothing stands out
+    from the border, so the whole image is the subject (for the foreground F of §3.3 an object
+    that cannot be told from its background is one too)."""
+    picked = list(samples)[:: max(1, len(samples) // n)][:n]
+    if not picked:
+        raise DatasetError("no images to decide texture or object from")
+    covered = [estimate_foreground(load_image(s.image)).mean() >= cover for s in picked]
+    return bool(sum(covered) * 2 > len(covered))
 
 
 def foreground_masks(

@@ -1,6 +1,6 @@
 """Dataset readers: every supported layout → one list of :class:`Sample`.
 
-- ``mvtec`` / ``folder`` / ``synthetic``: ``<cat>/train/good``, ``<cat>/test/<defect>``,
+- ``mvtec`` / ``folder`` / ``synthetic`` / ``photos``: ``<cat>/train/good``, ``<cat>/test/<defect>``,
   ``<cat>/ground_truth/<defect>/<stem>_mask.png`` (``<stem>.png`` also accepted). Masks are
   paired with images by file stem, never by sorted position.
 - ``visa``: the raw release (``<cat>/Data/Images/{Normal,Anomaly}`` with
@@ -14,14 +14,16 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
 from n2n_core.data.samples import DatasetError, Sample, list_images
 
-__all__ = ["SOURCES", "is_texture", "list_categories", "load_samples"]
+__all__ = ["SOURCES", "category_kind", "is_texture", "list_categories", "load_samples"]
 
-SOURCES = ("synthetic", "mvtec", "visa", "dagm", "folder")
+SOURCES = ("synthetic", "photos", "mvtec", "visa", "dagm", "folder")
+GENERATED = {"synthetic": "n2n_synthetic.json", "photos": "n2n_photos.json"}  # built on first use
 _TEXTURES = {
     "mvtec": {"carpet", "grid", "leather", "tile", "wood"},
     "synthetic": {"weave", "grain"},
@@ -32,12 +34,41 @@ _HINTS = {
     "dagm": "get it with `python -m n2n_core download dagm --root DIR` (DIR/dagm)",
     "folder": "point --root at an MVTec-style tree (train/good, test/<defect>, ground_truth/)",
     "synthetic": "it is generated there on first use",
+    "photos": "it is built there on first use (`python -m n2n_core data photos`)",
 }
+KINDS = ("texture", "object")
 
 
-def is_texture(source: str, category: str) -> bool:
-    """Texture categories use the whole image as foreground (DAGM: all ten classes)."""
-    return source == "dagm" or category in _TEXTURES.get(source, set())
+def is_texture(source: str, category: str, root: Path | str | None = None) -> bool:
+    """Texture categories use the whole image as foreground (DAGM: all ten classes). A
+    ``folder`` or ``photos`` category says which it is in ``category.json``, or its images
+    decide (:func:`category_kind`; needs ``root``; without it: an object)."""
+    if source == "dagm" or category in _TEXTURES.get(source, set()):
+        return True
+    if source in ("folder", "photos") and root is not None:
+        return category_kind(source, root, category) == "texture"
+    return False
+
+
+def category_kind(source: str, root: Path | str, category: str) -> str:
+    """``"texture"`` or ``"object"`` for a category of an MVTec-style tree: as its
+    ``<category>/category.json`` says (``{"kind": "texture"}``), else decided from its training
+    images — a texture when nothing stands out from the border on most of them
+    (:func:`n2n_core.data.foreground.looks_like_texture`)."""
+    root = Path(root)
+    cat_dir = (_folder_root(root)[0] if source == "folder" else root) / category
+    declared = cat_dir / "category.json"
+    if declared.is_file():
+        try:
+            kind = json.loads(declared.read_text()).get("kind")
+        except (ValueError, AttributeError):
+            kind = None
+        if kind not in KINDS:
+            raise DatasetError(f'{declared} must read {{"kind": "texture"}} or {{"kind": "object"}}')
+        return kind
+    from n2n_core.data.foreground import looks_like_texture
+
+    return "texture" if looks_like_texture(load_samples(source, root, category, "train")) else "object"
 
 
 # ------------------------------------------------------------------------- MVTec style
@@ -190,7 +221,7 @@ def _folder_root(root: Path) -> tuple[Path, list[str]]:
 
 def list_categories(source: str, root: Path | str) -> list[str]:
     root = _check_root(source, Path(root))
-    if source in ("mvtec", "synthetic"):
+    if source in ("mvtec", *GENERATED):
         return _mvtec_categories(root)
     if source == "folder":
         return _folder_root(root)[1]
@@ -202,15 +233,27 @@ def list_categories(source: str, root: Path | str) -> list[str]:
 def _check_root(source: str, root: Path) -> Path:
     if source not in SOURCES:
         raise DatasetError(f"data source must be one of {list(SOURCES)}, got {source!r}")
-    if source == "synthetic" and not (root / "n2n_synthetic.json").is_file():
-        from n2n_core.data.synthetic import ensure_synthetic
-
-        ensure_synthetic(root)  # first use: generate; an existing one is read as it is
+    if source in GENERATED and not (root / GENERATED[source]).is_file():
+        ensure_generated_source(source, root)  # first use: generate; an existing one is read as is
     if root.exists() and not root.is_dir():
         raise DatasetError(f"dataset root {root} is a file, not a folder ({source}: {_HINTS[source]})")
     if not root.is_dir():
         raise DatasetError(f"dataset root {root} does not exist ({source}: {_HINTS[source]})")
     return root
+
+
+def ensure_generated_source(source: str, root: Path | str) -> Path:
+    """Generate one of the built-in datasets (``synthetic``, ``photos``) at ``root`` unless the
+    same one is there."""
+    if source == "synthetic":
+        from n2n_core.data.synthetic import ensure_synthetic
+
+        return ensure_synthetic(root)
+    if source == "photos":
+        from n2n_core.data.photos import ensure_photos
+
+        return ensure_photos(root)
+    raise ValueError(f"{source!r} is not a generated dataset; those are {sorted(GENERATED)}")
 
 
 def load_samples(source: str, root: Path | str, category: str, split: str) -> list[Sample]:

@@ -27,7 +27,8 @@ from PIL import Image, ImageDraw
 from n2n_core.data.samples import DatasetError
 
 __all__ = [
-    "CATEGORIES", "DEFECTS", "SyntheticSpec", "ensure_synthetic", "generate", "render",
+    "CATEGORIES", "DEFECTS", "SyntheticSpec", "ensure_generated", "ensure_synthetic", "generate",
+    "render",
     "render_instances",
 ]  # fmt: skip
 
@@ -328,25 +329,30 @@ def generate(root: Path | str, spec: SyntheticSpec = SyntheticSpec()) -> Path:
     return root
 
 
-def ensure_synthetic(root: Path | str, spec: SyntheticSpec = SyntheticSpec()) -> Path:
-    """Generate the embedded dataset at ``root`` unless the same one is already there.
+def ensure_generated(
+    root: Path | str, manifest_name: str, want: dict, generate_into: Callable[[Path], object]
+) -> Path:
+    """Generate a dataset at ``root`` with ``generate_into(folder)`` unless the one described
+    by ``want`` (its manifest ``manifest_name``) is already there.
 
     Written to a temporary sibling folder and renamed into place, so an interrupted run
     never leaves half a dataset; a non-empty folder without our manifest is left alone.
     """
     root = Path(root)
-    want = {"generator": "n2n_core.data.synthetic", "version": VERSION, **asdict(spec)}
-    manifest = root / "n2n_synthetic.json"
+    manifest = root / manifest_name
     if manifest.is_file():
         if json.loads(manifest.read_text()) == want:
             return root
         shutil.rmtree(root)  # ours, but another version or spec: regenerate
     elif root.exists() and any(root.iterdir()):
-        raise DatasetError(f"{root} exists and is not an n2n synthetic dataset; choose another root")
+        raise DatasetError(
+            f"{root} exists and is not an n2n generated dataset ({manifest_name} missing); "
+            "choose another root"
+        )
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:
-        generate(tmp, spec)
+        generate_into(tmp)
         if root.exists():
             root.rmdir()
         tmp.rename(root)
@@ -354,3 +360,10 @@ def ensure_synthetic(root: Path | str, spec: SyntheticSpec = SyntheticSpec()) ->
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return root
+
+
+def ensure_synthetic(root: Path | str, spec: SyntheticSpec = SyntheticSpec()) -> Path:
+    """Generate the embedded dataset at ``root`` unless the same one is already there
+    (atomically: :func:`ensure_generated`)."""
+    want = {"generator": "n2n_core.data.synthetic", "version": VERSION, **asdict(spec)}
+    return ensure_generated(root, "n2n_synthetic.json", want, lambda tmp: generate(tmp, spec))

@@ -36,7 +36,7 @@ def training_images(
         if not samples:
             raise DatasetError(f"every training image of {category!r} under {root} is held out")
     fgs = None
-    if foreground and not is_texture(source, category):
+    if foreground and not is_texture(source, category, root):
         fgs = foreground_masks(
             samples,
             cache_dir=None if cache_dir is None else cache_dir / "foreground",
