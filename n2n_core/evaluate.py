@@ -176,12 +176,14 @@ def _figure(
 
 def _write_scores(run_dir: Path, rows: list) -> None:
     """scores.csv: one row per test image scored so far, rewritten after every category so
-    that a crash loses nothing; a failed write (full or read-only disk) is a warning."""
+    that a crash loses nothing; a failed write (full or read-only disk) is a warning. Scores
+    keep 9 significant digits (every float32 digit): rounded, close scores of an undertrained
+    model would tie in the file and rank otherwise than in metrics.json."""
     try:
         atomic_write_csv(
             run_dir / "scores.csv",
             ["category", "image", "label", "defect", "score"],
-            [[cat, str(s.image), s.label, s.defect, f"{v:.6f}"] for cat, s, v in rows],
+            [[cat, str(s.image), s.label, s.defect, f"{v:.9g}"] for cat, s, v in rows],
         )
     except OSError as exc:
         warnings.warn(f"could not write {run_dir / 'scores.csv'}: {exc}", stacklevel=3)
