@@ -211,9 +211,12 @@ PROFILES = {
     # CPU minutes: 64 px, a small KL-f4 autoencoder trained on the data (16²×4 latents), a
     # tiny instance of the official network (base 32, one block per level, 4.2 M); the map
     # blur scaled with the resolution. ``network="n2n"`` selects the small UNet2DModel below.
+    # The autoencoder trains 1800 steps, not 600: its blur is what the pixel term of Eq. 15
+    # sees on every edge; on the photographic benchmark its L1 error falls 0.107 → 0.074 and
+    # the mean image AUROC / pixel AUPRO rise 0.633 / 0.530 → 0.674 / 0.601 (README).
     "smoke": DeCoDiffConfig(
         image_size=64,
-        vae=VAEConfig(),
+        vae=VAEConfig(steps=1800),
         network="official",
         official_unet=OfficialUNetConfig(
             model_channels=32, num_res_blocks=1, num_heads=1, context_dim=32, dropout=0.0
