@@ -1,0 +1,104 @@
+"""The photographic benchmark (issue #16): DiffusionAD, DeCo-Diff and the patch nearest-neighbour
+baseline trained and evaluated on ``data/photos`` (built on first use: foliage, dahlia,
+portrait) at the smoke profile, with the training time of each category on this machine.
+
+    python benchmarks/photos_bench.py                       # all three methods, seed 0
+    python benchmarks/photos_bench.py --methods patchknn diffusionad --seed 1
+    python benchmarks/photos_bench.py --methods diffusionad --tag lr3e-4 --set train.lr=3e-4
+
+Runs go to ``runs/smoke/<method>-photos[-<tag>][-seed<k>]``; each line of
+``benchmarks/photos_results.jsonl`` is one (method, tag, seed, category) with image AUROC,
+pixel AUPRO, pixel AP and training seconds, and the table of all lines is printed. A finished
+run is reused (delete its folder to train again). Run nothing else on the machine meanwhile:
+the training times are those of 2 CPU cores alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "photos_results.jsonl"
+KEYS = ("image_auroc", "pixel_aupro", "pixel_ap")
+
+
+def _seconds(run: Path) -> float:
+    """Training seconds of a run folder (a DeCo-Diff run: autoencoder and DoD stages together)."""
+    total = 0.0
+    for info in run.rglob("train_info.json"):
+        total += float(json.loads(info.read_text()).get("seconds", 0.0))
+    return total
+
+
+def bench(method: str, tag: str, seed: int, overrides: dict) -> list[dict]:
+    from n2n_core.paths import default_runs
+    from n2n_core.reproduce import reproduce
+    from n2n_core.run_files import metrics_per_category
+
+    name = f"{method}-photos" + (f"-{tag}" if tag else "") + (f"-seed{seed}" if seed else "")
+    out = default_runs() / "smoke" / name
+    reproduce(f"{method}-photos", "smoke", runs=out, overrides=overrides, seed=seed)
+    rows = []
+    if (out / "model.safetensors").is_file():  # one multi-class model
+        per_cat, secs = metrics_per_category(out), _seconds(out)
+        n = len(per_cat) - 1
+        for cat, m in per_cat.items():
+            if cat != "mean":
+                rows.append({"category": cat, **{k: m[k] for k in KEYS}, "seconds": secs / n})
+    else:
+        for run in sorted(p for p in out.iterdir() if (p / "metrics.json").is_file()):
+            m = json.loads((run / "metrics.json").read_text())
+            rows.append({"category": run.name, **{k: m[k] for k in KEYS}, "seconds": _seconds(run)})
+    return [{"method": method, "tag": tag, "seed": seed, "overrides": overrides, **r} for r in rows]
+
+
+def table(lines: list[dict]) -> str:
+    """Markdown: one row per (method, tag, category), mean (min-max) over seeds."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in lines:
+        groups[(r["method"], r["tag"], r["category"])].append(r)
+    out = ["| method | tag | category | seeds | image AUROC | pixel AUPRO | pixel AP | train s |",
+           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (method, tag, cat), rs in sorted(groups.items()):
+        cells = []
+        for k in (*KEYS, "seconds"):
+            v = [r[k] * (1 if k == "seconds" else 100) for r in rs]
+            spread = f" ({min(v):.1f}–{max(v):.1f})" if len(v) > 1 else ""
+            mean = sum(v) / len(v)
+            cells.append(f"{mean:.0f}" if k == "seconds" else f"{mean:.1f}{spread}")
+        out.append(f"| {method} | {tag or '-'} | {cat} | {len(rs)} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from n2n_core.cli import _settings
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--methods", nargs="*", default=["patchknn", "diffusionad", "decodiff"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", default="", help="names a variant (with --set)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--table", action="store_true", help="only print the table of the results file")
+    args = p.parse_args(argv)
+    if args.set and not args.tag:
+        p.error("--set needs a --tag naming the variant")
+    if not args.table:
+        for method in args.methods:
+            rows = bench(method, args.tag, args.seed, _settings(args.set))
+            key = (method, args.tag, args.seed)
+            keep = [r for r in _read() if (r["method"], r["tag"], r["seed"]) != key]
+            RESULTS.write_text("".join(json.dumps(r) + "\n" for r in keep + rows))
+    print(table(_read()))
+    return 0
+
+
+def _read() -> list[dict]:
+    return [json.loads(x) for x in RESULTS.read_text().splitlines()] if RESULTS.is_file() else []
+
+
+if __name__ == "__main__":
+    sys.exit(main())
