@@ -64,8 +64,8 @@ def _package_dir(package: str) -> Path | None:
     )
 
 
-def _source(name: str) -> np.ndarray:
-    """One shipped photograph as (H, W, 3) float in [0, 1]."""
+def _source(name: str) -> Image.Image:
+    """One shipped photograph, RGB."""
     package, inner = (
         ("sklearn", "datasets/images") if name in ("china.jpg", "flower.jpg")
         else ("matplotlib", "mpl-data/sample_data")
@@ -78,13 +78,13 @@ def _source(name: str) -> np.ndarray:
             f"sample images of scikit-learn and matplotlib; reinstall {package} (`make install`)"
         )
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.float64) / 255
+        return im.convert("RGB")
 
 
-_PHOTOS: dict[str, np.ndarray] = {}
+_PHOTOS: dict[str, Image.Image] = {}
 
 
-def _photo(name: str) -> np.ndarray:
+def _photo(name: str) -> Image.Image:
     if name not in _PHOTOS:
         _PHOTOS[name] = _source(name)
     return _PHOTOS[name]
@@ -104,8 +104,8 @@ def _foliage(rng: np.random.Generator, split: str, s: int) -> np.ndarray:
     x0, y0, x1, y1 = boxes[rng.integers(len(boxes))]
     c = _FOLIAGE_CROP
     x, y = rng.integers(x0, x1 - c + 1), rng.integers(y0, y1 - c + 1)
-    im = Image.fromarray(np.rint(_photo("china.jpg")[y : y + c, x : x + c] * 255).astype(np.uint8))
-    img = np.asarray(im.resize((s, s), Image.Resampling.LANCZOS), dtype=np.float64) / 255
+    im = _photo("china.jpg").crop((x, y, x + c, y + c)).resize((s, s), Image.Resampling.LANCZOS)
+    img = np.asarray(im, dtype=np.float64) / 255
     return img[:, ::-1] if rng.random() < 0.5 else img
 
 
@@ -115,9 +115,8 @@ def _posed(
 ) -> np.ndarray:  # fmt: skip
     """``crop`` px around ``centre`` of photograph ``name``, turned by ``angle`` degrees,
     shifted by up to ``shift`` px and scaled by up to ± ``scale``, resized to ``s``."""
-    im = Image.fromarray(np.rint(_photo(name) * 255).astype(np.uint8))
     cx, cy = np.asarray(centre) + rng.uniform(-shift, shift, 2)
-    im = im.rotate(angle, resample=Image.Resampling.BICUBIC, center=(cx, cy))
+    im = _photo(name).rotate(angle, resample=Image.Resampling.BICUBIC, center=(cx, cy))
     half = crop * (1 + rng.uniform(-scale, scale)) / 2
     im = im.resize(
         (s, s), Image.Resampling.LANCZOS, box=(cx - half, cy - half, cx + half, cy + half)
