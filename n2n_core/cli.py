@@ -5,15 +5,56 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from n2n_core.paths import default_root
 from n2n_core.profiles import PROFILES
 
 
+class UsageError(ValueError):
+    """A command line argparse refuses; :func:`main` prints it as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (``main`` prints them), not usage + error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message} ({self.prog} --help lists the options)")
+
+
+def _positive(kind: type) -> Callable[[str], float]:
+    """An argparse type for numbers > 0: 0 and negatives are refused, never taken as 'unset'."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def _need_notebook_tools(command: str) -> None:
+    """``notebooks``, ``reproduce`` and ``book`` run notebooks: without the extra, say so."""
+    import importlib.util
+
+    missing = [m for m in ("papermill", "nbformat", "nbconvert") if not importlib.util.find_spec(m)]
+    if missing:
+        raise ModuleNotFoundError(
+            f"`{command}` needs the notebook tools ({', '.join(missing)} missing): "
+            "pip install 'n2n_core[notebooks]' (in a checkout: pip install -e '.[notebooks]')"
+        )
+
+
 def _notebooks(args: argparse.Namespace) -> int:
     from n2n_core import runner
+
+    _need_notebook_tools("notebooks")
 
     kwargs = {"notebooks_dir": args.notebooks_dir} if args.notebooks_dir else {}
     if args.inplace:
@@ -98,8 +139,13 @@ def _train(args: argparse.Namespace) -> int:
             print(f"error: --category is required for {args.method} (one model per category)")
             return 2
         args.category = "all"
-    overrides = {k: getattr(args, a) for a, k in _TRAIN_FLAGS.items() if getattr(args, a)}
-    if args.steps is not None:  # as given, also 0 (not dropped as falsy; see issue #18)
+    # None and False mean "not given": the profile's value stands (0 cannot get here)
+    overrides = {
+        k: getattr(args, a)
+        for a, k in _TRAIN_FLAGS.items()
+        if getattr(args, a) not in (None, False)
+    }
+    if args.steps is not None:
         overrides["train.steps"] = args.steps
     if args.gradient_checkpointing:
         overrides["train.gradient_checkpointing"] = True
@@ -167,7 +213,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     folder = released_folder if args.weights else run_folder
     out = Path(args.runs or folder(args.target, args.profile)).resolve()
     notebook = methods.get(t.method).reproduce_notebook
-    steps = {"train.steps": args.steps} if args.steps else None
+    steps = {"train.steps": args.steps} if args.steps is not None else None
     if notebook is None or t.ablations or args.weights:  # the same steps in-process
         table = reproduce(
             args.target, args.profile, args.root, out, args.categories or None, steps,
@@ -180,6 +226,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         return 0
     if args.tables:
         raise ValueError(f"--tables is for the ablation targets, not {args.target}")
+    _need_notebook_tools("reproduce")
     texture_dir = str(Path(args.texture_dir).resolve()) if args.texture_dir else None
     # what the notebook would find missing after a kernel start, found in seconds here
     check(
@@ -211,17 +258,18 @@ def _reproduce(args: argparse.Namespace) -> int:
 def _book(args: argparse.Namespace) -> int:
     from n2n_core.book import build_book
 
+    _need_notebook_tools("book")
     index = build_book(args.out)
     print(f"[n2n] book: {index}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m n2n_core", description=__doc__)
+    parser = _Parser(prog="python -m n2n_core", description=__doc__)
     parser.add_argument(
         "--debug", action="store_true", help="show an error's full traceback (anywhere on the line)"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     nb = sub.add_parser("notebooks", help="run notebooks/NN_*.ipynb headless via papermill")
     nb.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
     nb.add_argument("--out", help="folder for executed copies + summary (runs/<profile>)")
@@ -269,17 +317,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="run folder")
     tr.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last")
     tr.add_argument("--variant", choices=["full", "segmentation_only", "denoising_only"])
-    tr.add_argument("--steps", type=int)
-    tr.add_argument("--epochs", type=int)
-    tr.add_argument("--image-size", type=int)
+    tr.add_argument("--steps", type=_positive(int))
+    tr.add_argument("--epochs", type=_positive(int))
+    tr.add_argument("--image-size", type=_positive(int))
     tr.add_argument("--seed", type=int)
-    tr.add_argument("--lr", type=float)
-    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--lr", type=_positive(float))
+    tr.add_argument("--batch-size", type=_positive(int))
     tr.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"])
-    tr.add_argument("--grad-accum", type=int)
+    tr.add_argument("--grad-accum", type=_positive(int))
     tr.add_argument("--gradient-checkpointing", action="store_true")
-    tr.add_argument("--checkpoint-every", type=int)
-    tr.add_argument("--lambdas", type=int, nargs="+", help="inference steps λ (default 100 200)")
+    tr.add_argument("--checkpoint-every", type=_positive(int))
+    tr.add_argument(
+        "--lambdas", type=_positive(int), nargs="+", help="inference steps λ (default 100 200)"
+    )
     tr.add_argument(
         "--norm-guided",
         action="store_true",
@@ -297,9 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dc = tr.add_argument_group("decodiff")
     dc.add_argument("--vae", help="pretrained AutoencoderKL: hub id or local folder")
-    dc.add_argument("--vae-steps", type=int, help="training steps of the small autoencoder")
+    dc.add_argument(
+        "--vae-steps", type=_positive(int), help="training steps of the small autoencoder"
+    )
     dc.add_argument("--strategy", choices=["z_t-1", "z_0"], help="correction strategy (Table 3)")
-    dc.add_argument("--reverse-steps", type=int, help="correction steps (default 5)")
+    dc.add_argument("--reverse-steps", type=_positive(int), help="correction steps (default 5)")
     dc.add_argument(
         "--anomaly-map", choices=["pixel", "latent", "arithmetic", "geometric"], help="Table 4"
     )
@@ -310,8 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="a run on its test split -> RUN_DIR/metrics.json")
     ev.add_argument("run_dir")
-    ev.add_argument("--lambdas", type=int, nargs="+")
-    ev.add_argument("--top-k", type=int)
+    ev.add_argument("--lambdas", type=_positive(int), nargs="+")
+    ev.add_argument("--top-k", type=_positive(int))
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument(
         "--set",
@@ -349,7 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--root", help="dataset root (default: data/<dataset>)")
     rp.add_argument("--runs", help="output folder (default: runs/<profile>/<target>)")
     rp.add_argument("--categories", nargs="*", help="a subset (default: every category)")
-    rp.add_argument("--steps", type=int, help="override the training length (quick checks)")
+    rp.add_argument(
+        "--steps", type=_positive(int), help="override the training length (quick checks)"
+    )
     rp.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     rp.add_argument(
         "--texture-dir", help="anomaly textures (DiffusionAD paper profile: required; default "
@@ -392,8 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line
-    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     try:
+        args = build_parser().parse_args([a for a in argv if a != "--debug"])
         return args.func(args)
     except TrainingInterrupted as exc:  # Ctrl-C / SIGTERM: the checkpoint is saved
         print(f"[n2n] {exc}")
@@ -401,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("[n2n] interrupted")
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:  # DatasetError: ValueError
+    except (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError) as exc:
         if debug:
             raise
         print(f"error: {exc}")

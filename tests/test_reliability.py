@@ -76,8 +76,41 @@ def test_cli_refuses_zero_steps_in_one_line_and_writes_nothing(tmp_path, mvtec, 
     run = tmp_path / "run"
     assert cli.main(_args(mvtec, run, 0)) == 2
     out = capsys.readouterr().out.strip().splitlines()
-    assert out == ["error: train.steps must be a positive integer, got 0"]
+    assert out == [
+        "error: argument --steps: must be > 0, got 0 "
+        "(python -m n2n_core train --help lists the options)"
+    ]
     assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--batch-size", "0"), ("--lr", "0"), ("--lr", "-0.001"), ("--checkpoint-every", "0"),
+     ("--epochs", "0"), ("--image-size", "0"), ("--grad-accum", "0"), ("--vae-steps", "0")],
+)  # fmt: skip
+def test_cli_zero_or_negative_values_are_one_line_errors_not_defaults(
+    tmp_path, mvtec, capsys, flag, value
+):
+    """A 0 used to be dropped as 'not given', and the profile's value ran instead."""
+    run = tmp_path / "run"
+    assert cli.main([*_args(mvtec, run, 2), flag, value]) == 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [f"error: argument {flag}: must be > 0, got {value} "
+                   "(python -m n2n_core train --help lists the options)"]  # fmt: skip
+    assert not run.exists()
+
+
+def test_reproduce_steps_zero_and_unknown_flags_are_one_line_errors(tmp_path, capsys):
+    assert cli.main(["reproduce", "patchknn-synthetic", "--steps", "0"]) == 2
+    assert capsys.readouterr().out.strip().splitlines() == [
+        "error: argument --steps: must be > 0, got 0 "
+        "(python -m n2n_core reproduce --help lists the options)"
+    ]
+    assert cli.main(["evaluate", str(tmp_path), "--top-k", "0"]) == 2
+    assert "argument --top-k: must be > 0" in capsys.readouterr().out
+    assert cli.main(["train", "--out", str(tmp_path), "--bogus"]) == 2
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith("error: unrecognized arguments: --bogus")
 
 
 # ------------------------------------------------------------------ 1. dead-end run folders
