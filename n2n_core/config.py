@@ -57,7 +57,9 @@ def categories_of(data: DataSpec) -> list[str]:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 1000  # optimiser updates (each of grad_accum micro-batches)
-    epochs: int | None = None  # if set: steps = ceil(epochs × #train images / batch_size)
+    # if set: steps = ceil(epochs × #train images / batch_size). Batches are drawn at random with
+    # replacement, so an "epoch" is that many images, not one pass over each image
+    epochs: int | None = None
     batch_size: int = 6  # per process; DiffusionAD: half normal, half synthetic (§4.2: 3 + 3)
     lr: float = 1e-4  # Adam (DiffusionAD §4.2); AdamW peak (DeCo-Diff §5.1)
     optimizer: str = "adam"  # "adam" | "adamw"

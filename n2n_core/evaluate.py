@@ -26,6 +26,7 @@ import torch
 from n2n_core import methods
 from n2n_core.config import categories_of
 from n2n_core.data import AnomalyDataset, load_samples
+from n2n_core.device import default_device
 from n2n_core.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from n2n_core.methods import Prediction
 from n2n_core.metrics import METRIC_KEYS, aupro_grid, evaluate, mean_table
@@ -216,7 +217,7 @@ def evaluate_run(
     seven metrics — for a multi-category run their unweighted mean over categories, as the
     papers report. ``overrides``: inference settings, as in ``load_predictor``."""
     run_dir = Path(run_dir)
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = device or default_device()
     cfg = _config(run_dir, overrides)
     method = methods.method_of(cfg)
     grid = method.official_grid_aupro

@@ -1,4 +1,5 @@
-"""The papers' published numbers, transcribed into ``data/paper_tables/<paper>_table<N>.csv``.
+"""The papers' published numbers, transcribed into
+``n2n_core/data/paper_tables/<paper>_table<N>.csv`` (package data: an installed n2n has them).
 
 Tidy rows: ``method, dataset, category, metric, value`` — values in percent as printed (FPS as
 frames per second), ``category`` = ``mean`` for the papers' "Average" rows and for tables that
@@ -11,9 +12,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from n2n_core.paths import _checkout
+__all__ = ["FOLDER", "TABLES", "load", "pivot"]
 
-__all__ = ["TABLES", "load", "pivot"]
+FOLDER = Path(__file__).resolve().parent / "data" / "paper_tables"
 
 TABLES = {
     "diffusionad_table1": "VisA, image AUROC per category (Table 1)",
@@ -35,13 +36,7 @@ def load(name: str, folder: Path | str | None = None) -> list[dict[str, str | fl
     """The rows of one table, values as floats."""
     if name not in TABLES:
         raise ValueError(f"unknown paper table {name!r}; known: {sorted(TABLES)}")
-    repo = _checkout()
-    if folder is None and repo is None:
-        raise FileNotFoundError(
-            "the paper tables live in the repository's data/paper_tables/: clone it "
-            "(git clone https://github.com/n2n-project/n2n) or pass folder="
-        )
-    path = Path(folder or repo / "data" / "paper_tables") / f"{name}.csv"
+    path = Path(folder or FOLDER) / f"{name}.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (expected a tidy CSV; see data/README.md)")
     with path.open(newline="") as f:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["default_root", "default_runs"]
+__all__ = ["default_root", "default_runs", "notebooks_dir"]
 
 
 def _checkout() -> Path | None:
@@ -28,3 +28,10 @@ def default_runs() -> Path:
         return Path(os.environ["N2N_RUNS"])
     repo = _checkout()
     return repo / "runs" if repo else Path.cwd() / "runs"
+
+
+def notebooks_dir() -> Path:
+    """The course: this checkout's ``notebooks/``; else the copy an installed (not editable)
+    n2n_core carries as package data, ``n2n_core/notebooks/``."""
+    repo = _checkout()
+    return repo / "notebooks" if repo else Path(__file__).resolve().parent / "notebooks"

@@ -287,8 +287,7 @@ def _ablations(
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """The method's ablation tables (``Method.ablations``): each separately trained variant
     trained once, each inference setting predicted once for all the rows (maps) it serves."""
-    import torch
-
+    from n2n_core.device import default_device
     from n2n_core.evaluate import metrics_of, predict_categories
     from n2n_core.methods import get
 
@@ -305,7 +304,7 @@ def _ablations(
     groups: dict[str, list] = {}
     for name, a in rows:
         groups.setdefault(json.dumps([a.train, a.inference], sort_keys=True), []).append((name, a))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
     ours: dict[str, dict[str, dict[str, float]]] = {}  # row → category → metrics
     for group in groups.values():
         a = group[0][1]
@@ -338,7 +337,7 @@ def _write_ablation_report(
             f"# {target} ({profile} profile): ours vs the paper's ablation tables",
             "",
             f"Percent, mean over the categories of {TARGETS[target].dataset}. Paper numbers from "
-            "`data/paper_tables/` (their own dataset; blank where the paper has none).",
+            "`n2n_core/data/paper_tables/` (their own dataset; blank where the paper has none).",
         ],
     )
     for name in dict.fromkeys(n for n, _ in rows):
@@ -446,7 +445,8 @@ def _write_report(
     lines = [
         f"# {target} ({profile} profile): ours vs the paper",
         "",
-        "Percent. Paper numbers from `data/paper_tables/`; blank where the paper reports none.",
+        "Percent. Paper numbers from `n2n_core/data/paper_tables/`; blank where the paper "
+        "reports none.",
         "",
         "| category | metric | ours | paper | Δ |",
         "|---|---|---|---|---|",

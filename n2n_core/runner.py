@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from n2n_core.io import atomic_write_text
+from n2n_core.paths import notebooks_dir
 
 __all__ = [
     "KEY_NUMBERS_MIME",
@@ -30,7 +31,7 @@ __all__ = [
 
 KEY_NUMBERS_MIME = "application/vnd.n2n.key-numbers+json"
 NOTEBOOK_NAME = re.compile(r"^\d{2}_[A-Za-z0-9_-]+\.ipynb$")
-DEFAULT_NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+DEFAULT_NOTEBOOKS = notebooks_dir()  # the checkout's notebooks/, or the installed copy
 
 
 def report(**numbers: float | int | str) -> None:

@@ -74,7 +74,7 @@ class Ablation:
     evaluation; ``map``, an extra map of the prediction (``Prediction.extras``, scored by
     ``score_<map>``) instead of the main one."""
 
-    row: str  # the method column of data/paper_tables/<table>.csv
+    row: str  # the method column of n2n_core/data/paper_tables/<table>.csv
     train: dict[str, Any] = field(default_factory=dict)
     inference: dict[str, Any] = field(default_factory=dict)
     map: str | None = None
@@ -96,7 +96,8 @@ class Method:
     per_category: ClassVar[bool] = True  # one model per category; False: one for all
     eval_batch_size: ClassVar[int] = 16
     reproduce_notebook: ClassVar[str | None] = None  # notebook prefix that reports a target
-    # paper ablation table (data/paper_tables/<name>.csv) → its rows (reproduce "<name>-ablations")
+    # paper ablation table (n2n_core/data/paper_tables/<name>.csv) → its rows
+    # (reproduce "<name>-ablations")
     ablations: ClassVar[dict[str, tuple[Ablation, ...]]] = {}
 
     def finalize(self, cfg: Any, categories: list[str], explicit: frozenset[str]) -> Any:
