@@ -1,11 +1,13 @@
-# Two commands on a fresh machine:  make reproduce   |   make test
-# Both install first: into the active environment (venv, conda, Colab) if there is one,
-# otherwise into a local .venv created here.
+# Start here:  make test-fast (≈ 3 min, trains nothing)  |  make reproduce  |  make test (≈ 40 min)
+# Each installs first: into the active venv or conda environment if there is one (never into
+# conda's base: that gets a local .venv like no environment), otherwise into a local .venv.
+# On Colab, use the notebooks' setup cell: scripts/install.sh refuses to run there.
 PROFILE ?= smoke
 VENV ?= .venv
-ifneq ($(strip $(VIRTUAL_ENV)$(CONDA_PREFIX)$(COLAB_RELEASE_TAG)),)
+ACTIVE_ENV := $(strip $(VIRTUAL_ENV)$(if $(filter-out base,$(CONDA_DEFAULT_ENV)),$(CONDA_PREFIX)))
+ifneq ($(ACTIVE_ENV),)
 PY ?= python3
-STAMP := .n2n-install-$(shell printf '%s' "$(VIRTUAL_ENV)$(CONDA_PREFIX)" | cksum | cut -d' ' -f1)
+STAMP := .n2n-install-$(shell printf '%s' "$(ACTIVE_ENV)" | cksum | cut -d' ' -f1)
 else
 PY ?= $(VENV)/bin/python
 STAMP := $(VENV)/.n2n-installed
@@ -61,11 +63,10 @@ test-browser: install
 book: install
 	$(PY) -m n2n_core book --out book
 
-## refresh requirements-lock.txt from the active environment (after a passing make test)
+## refresh requirements-lock.txt from the active environment (after a passing make test);
+## refuses on another platform than the one its header names
 lock: install
-	{ echo "# exact versions make test passes with: Linux, Python 3.11, CPU torch (not listed:"; \
-	  echo "# scripts/install.sh installs torch itself). Refresh: make lock"; \
-	  $(PY) -m pip freeze --exclude-editable | grep -v -i '^torch=='; } > requirements-lock.txt
+	$(PY) scripts/lock.py
 
 lint: install
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
