@@ -1,0 +1,390 @@
+"""The exercises: for each, fixed random cases and what a correct answer gives on them,
+computed by ``n2n_core`` itself or by a closed form / a second library (never by the worked
+solution). Cases are seeded, so a verdict is the same on every run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["EXERCISES", "Exercise", "compare"]
+
+Case = tuple[tuple, object, str]  # (arguments, expected result, "for t = 37"-style label)
+
+
+@dataclass(frozen=True)
+class Exercise:
+    key: str  # "<lesson>.<name>"
+    title: str
+    cases: Callable[[], Iterator[Case]]
+    solution: str  # the function's name in n2n_core/course/solutions.py
+    passed: str  # what "correct" means, said to the student
+    atol: float = 1e-5
+
+
+def _fmt(x: object) -> str:
+    if isinstance(x, Tensor):
+        return f"a tensor of shape {tuple(x.shape)}"
+    if isinstance(x, np.ndarray):
+        return f"an array of shape {x.shape}"
+    return f"{type(x).__name__} {x!r}"
+
+
+def compare(expected: object, got: object, atol: float) -> str | None:
+    """None when ``got`` equals ``expected`` (to ``atol``), else what differs, in words."""
+    if isinstance(expected, tuple):
+        if not isinstance(got, tuple | list) or len(got) != len(expected):
+            return f"expected {len(expected)} results (a tuple), got {_fmt(got)}"
+        for i, (e, g) in enumerate(zip(expected, got, strict=True)):
+            problem = compare(e, g, atol)
+            if problem:
+                return f"result {i + 1}: {problem}"
+        return None
+    if isinstance(expected, Tensor | np.ndarray):
+        e = torch.as_tensor(np.asarray(expected) if isinstance(expected, np.ndarray) else expected)
+        try:
+            g = torch.as_tensor(got.detach() if isinstance(got, Tensor) else np.asarray(got))
+        except (TypeError, ValueError):
+            return f"expected {_fmt(expected)}, got {_fmt(got)}"
+        if g.shape != e.shape:
+            return f"expected shape {tuple(e.shape)}, got shape {tuple(g.shape)}"
+        diff = (g.double() - e.double()).abs()
+        if not bool(torch.isfinite(g.double()).all()):
+            return "your result has NaN or infinite values"
+        if float(diff.max()) > atol:
+            at = tuple(int(i) for i in np.unravel_index(int(diff.argmax()), tuple(e.shape)))
+            return (
+                f"at index {at} expected {float(e[at]):.6g}, got {float(g[at]):.6g} "
+                f"(largest difference {float(diff.max()):.3g})"
+            )
+        return None
+    try:
+        g = float(got)
+    except (TypeError, ValueError):
+        return f"expected a number, got {_fmt(got)}"
+    if not math.isfinite(g) or abs(g - float(expected)) > atol * max(1.0, abs(float(expected))):
+        return f"expected {float(expected):.6g}, got {g:.6g}"
+    return None
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------ 01 forward diffusion
+def _linear():
+    from n2n_core.schedules import make_schedule
+
+    return make_schedule("linear", 1000)
+
+
+def _q_sample() -> Iterator[Case]:
+    from n2n_core.schedules import q_sample
+
+    s, g = _linear(), _gen(1)
+    for t in (1, 37, 250, 999, 1000):
+        x0, eps = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 3, 8, 8, generator=g)
+        yield (x0, t, s.alpha_bar, eps), q_sample(x0, t, s, eps), f"t = {t}"
+
+
+def _predict_x0() -> Iterator[Case]:
+    from n2n_core.schedules import predict_x0
+
+    s, g = _linear(), _gen(2)
+    for t in (1, 50, 200, 700):
+        xt, eps = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 3, 8, 8, generator=g)
+        yield (xt, t, s.alpha_bar, eps), predict_x0(xt, t, s, eps), f"t = {t}"
+
+
+def _amplification() -> Iterator[Case]:
+    """k_t measured: the rms error of x̂0 (library) per unit rms error of the noise."""
+    from n2n_core.schedules import predict_x0, q_sample
+
+    s, g = _linear(), _gen(3)
+    x0, eps = torch.randn(1, 4096, generator=g).double(), torch.randn(1, 4096, generator=g)
+    delta = 0.1 * torch.randn(1, 4096, generator=g).double()
+    for t in (10, 100, 400, 900):
+        xt = q_sample(x0, t, s, eps.double())
+        err = predict_x0(xt, t, s, eps.double() + delta) - x0
+        k = float(err.pow(2).mean().sqrt() / delta.pow(2).mean().sqrt())
+        yield (float(s.alpha_bar[t]),), k, f"alpha_bar_t = {float(s.alpha_bar[t]):.4f} (t = {t})"
+
+
+# ------------------------------------------------------------------ 02 datasets
+def _to_model_range() -> Iterator[Case]:
+    """The image tensor AnomalyDataset returns for a PNG of these pixels."""
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    from n2n_core.data import AnomalyDataset
+    from n2n_core.data.samples import Sample
+
+    rng = np.random.default_rng(4)
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in (8, 16):
+            img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            path = Path(tmp) / f"{size}.png"
+            Image.fromarray(img).save(path)
+            sample = Sample(image=path, mask=None, label=0, defect="good", category="x",
+                            split="test")  # fmt: skip
+            expected = AnomalyDataset([sample], image_size=size)[0]["image"]
+            yield (img,), expected, f"a {size} × {size} image"
+
+
+def _background_colour() -> Iterator[Case]:
+    rng = np.random.default_rng(5)
+    for h, w, border in ((40, 40, 0.1), (64, 48, 0.06)):
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        b = max(1, round(border * min(h, w)))
+        ring = np.ones((h, w), dtype=bool)
+        ring[b:-b, b:-b] = False
+        yield (img, border), np.median(img[ring].astype(np.float64), axis=0), f"{h} × {w}"
+
+
+# ------------------------------------------------------------------ 03 anomaly synthesis
+def _blend() -> Iterator[Case]:
+    from n2n_core.synthesis import blend
+
+    g = _gen(6)
+    for beta in (0.2, 0.5, 0.79):
+        n, a = torch.rand(3, 16, 16, generator=g), torch.rand(3, 16, 16, generator=g)
+        m = (torch.rand(1, 16, 16, generator=g) > 0.6).float()
+        yield (n, a, m, beta), blend(n, a, m, beta), f"beta = {beta}"
+
+
+def _anomaly_region() -> Iterator[Case]:
+    g = _gen(7)
+    for thr in (0.3, 0.5):
+        noise = torch.rand(32, 32, generator=g) * 2 - 1
+        fg = torch.rand(32, 32, generator=g) > 0.3
+        yield (noise, thr, fg), ((noise > thr) & fg).float(), f"threshold = {thr}"
+
+
+# ------------------------------------------------------------------ 04 metrics
+def _auroc() -> Iterator[Case]:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(8)
+    for n, p, decimals in ((10, 6, 3), (30, 12, 1), (5, 5, 0)):  # rounding makes ties
+        normal = np.round(rng.normal(0, 1, n), decimals)
+        anomalous = np.round(rng.normal(1, 1, p), decimals)
+        y = np.r_[np.zeros(n), np.ones(p)]
+        expected = roc_auc_score(y, np.r_[normal, anomalous])
+        yield (normal, anomalous), expected, f"{n} normal and {p} anomalous scores"
+
+
+def _pro_at() -> Iterator[Case]:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(9)
+    for thr in (0.4, 0.7):
+        amap = rng.random((24, 24))
+        mask = np.zeros((24, 24), dtype=bool)
+        mask[2:6, 3:9] = mask[12:20, 14:16] = mask[20:23, 2:4] = True
+        labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
+        overlaps = [float((amap[labels == r] >= thr).mean()) for r in range(1, n + 1)]
+        yield (amap, mask, thr), float(np.mean(overlaps)), f"threshold = {thr}"
+
+
+# ------------------------------------------------------------------ 05 DiffusionAD training
+def _focal() -> Iterator[Case]:
+    from n2n_core.methods.diffusionad import focal_loss
+
+    g = _gen(10)
+    for alpha, gamma in ((0.5, 4.0), (0.25, 2.0)):
+        p = torch.rand(2, 1, 8, 8, generator=g) * 0.98 + 0.01
+        y = (torch.rand(2, 1, 8, 8, generator=g) > 0.7).float()
+        yield (p, y, alpha, gamma), focal_loss(p, y, alpha, gamma), f"α = {alpha}, γ = {gamma}"
+
+
+def _mask_loss() -> Iterator[Case]:
+    import torch.nn.functional as F
+
+    from n2n_core.methods.diffusionad import DiffusionADConfig, focal_loss
+
+    cfg, g = DiffusionADConfig(), _gen(11)
+    for _ in range(2):
+        p = torch.rand(2, 1, 8, 8, generator=g) * 0.98 + 0.01
+        y = (torch.rand(2, 1, 8, 8, generator=g) > 0.7).float()
+        expected = F.smooth_l1_loss(p, y) + cfg.gamma * focal_loss(p, y)
+        yield (p, y), expected, "a 2 × 8 × 8 prediction"
+
+
+# ------------------------------------------------------------------ 06 DiffusionAD inference
+def _top_k() -> Iterator[Case]:
+    from n2n_core.methods.diffusionad import top_k_score
+
+    g = _gen(12)
+    for k in (1, 4, 50):
+        maps = torch.rand(3, 1, 16, 16, generator=g)
+        yield (maps, k), top_k_score(maps, k), f"k = {k}"
+
+
+def _alg2_score() -> Iterator[Case]:
+    from n2n_core.methods.diffusionad import top_k_score
+
+    g = _gen(13)
+    for n_lambdas in (1, 2, 3):
+        maps = [torch.rand(2, 1, 16, 16, generator=g) for _ in range(n_lambdas)]
+        expected = top_k_score(torch.stack(maps).mean(0), 4)
+        yield (maps, 4), expected, f"{n_lambdas} values of λ"
+
+
+# ------------------------------------------------------------------ 07 deviation formulation
+def _cosine():
+    from n2n_core.schedules import make_schedule
+
+    return make_schedule("cosine", 10)
+
+
+def _masked_forward() -> Iterator[Case]:
+    from n2n_core.deviation import masked_forward
+
+    s, g = _cosine(), _gen(14)
+    for t in (1, 5, 10):
+        z0, eps = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+        mask = (torch.rand(2, 1, 8, 8, generator=g) > 0.5).float()
+        yield (
+            (z0, float(s.alpha_bar[t]), mask, eps),
+            masked_forward(z0, t, s, mask, eps),
+            (f"t = {t}"),
+        )
+
+
+def _dod_target() -> Iterator[Case]:
+    from n2n_core.deviation import dod_target
+
+    s, g = _cosine(), _gen(15)
+    for t in (1, 4, 9):
+        zt, z0 = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+        yield (zt, z0, float(s.alpha_bar[t])), dod_target(zt, z0, t, s), f"t = {t}"
+
+
+def _correction_step() -> Iterator[Case]:
+    """(z̃0, z_next): z̃0 from deviation.correct (Eq. 13); z_next by Eq. 14's definition."""
+    from n2n_core.deviation import correct
+
+    s, g = _cosine(), _gen(16)
+    for t, t_next in ((10, 8), (4, 2), (2, 0)):
+        z, delta = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+        z0_tilde, _ = correct(lambda z_, t_, d=delta: d, z, s, [t], strategy="z_0")
+        z_next = z0_tilde + math.sqrt(1 - float(s.alpha_bar[t_next])) * delta
+        ab, ab_next = float(s.alpha_bar[t]), float(s.alpha_bar[t_next])
+        yield (z, delta, ab, ab_next), (z0_tilde, z_next), f"t = {t} → {t_next}"
+
+
+# ------------------------------------------------------------------ 08 latent space
+def _psnr() -> Iterator[Case]:
+    from n2n_core.models.vae import psnr
+
+    g = _gen(17)
+    for noise in (0.01, 0.1, 0.5):
+        x = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+        y = (x + noise * torch.randn(2, 3, 16, 16, generator=g)).clamp(-1, 1)
+        yield (x, y), psnr(x, y), f"noise {noise}"
+
+
+def _unit_scale() -> Iterator[Case]:
+    g = _gen(18)
+    for std in (0.2, 5.0):
+        z = std * torch.randn(64, 4, 8, 8, generator=g) + 0.3
+        yield (z,), 1 / float(z.std()), f"latents of std ≈ {std}"
+
+
+# ------------------------------------------------------------------ 09 DeCo-Diff
+def _eq15() -> Iterator[Case]:
+    """Eq. 15's geometric map without the blur: discrepancy_maps with σ = 0."""
+    from n2n_core.deviation import discrepancy_maps
+
+    g = _gen(19)
+    for scale in (0.1, 1.0):
+        z0, x0 = torch.randn(2, 4, 16, 16, generator=g), torch.rand(2, 3, 16, 16, generator=g)
+        z0t = z0 + scale * torch.randn(2, 4, 16, 16, generator=g)
+        x0t = (x0 + scale * torch.randn(2, 3, 16, 16, generator=g)).clamp(-1, 1)
+        maps = discrepancy_maps(z0, z0t, x0, x0t, sigma_l=0, sigma_p=0)
+        yield (z0, z0t, x0, x0t), maps["geometric"], f"deviations of scale {scale}"
+
+
+def _z0_strategy() -> Iterator[Case]:
+    from n2n_core.deviation import correct
+
+    s, g = _cosine(), _gen(20)
+    for t in (10, 6, 3):
+        z, delta = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+        z0_tilde, _ = correct(lambda z_, t_, d=delta: d, z, s, [t], strategy="z_0")
+        yield (z, delta, float(s.alpha_bar[t])), z0_tilde, f"t = {t}"
+
+
+# ------------------------------------------------------------------ 12 your own method
+def _baseline_map() -> Iterator[Case]:
+    """The mean-image baseline's map: mean absolute difference over RGB, (B, 1, H, W)."""
+    g = _gen(21)
+    for b in (1, 3):
+        mu, images = torch.rand(1, 3, 8, 8, generator=g), torch.rand(b, 3, 8, 8, generator=g)
+        yield (mu, images), (images - mu).abs().mean(1, keepdim=True), f"a batch of {b}"
+
+
+def _baseline_score() -> Iterator[Case]:
+    g = _gen(22)
+    for b in (1, 4):
+        maps = torch.rand(b, 1, 8, 8, generator=g)
+        yield (maps,), maps.flatten(1).amax(1), f"a batch of {b}"
+
+
+def _ex(key, title, cases, solution, passed, atol=1e-5) -> tuple[str, Exercise]:
+    return key, Exercise(key, title, cases, solution, passed, atol)
+
+
+EXERCISES: dict[str, Exercise] = dict([
+    _ex("01.q_sample", "x_t from x_0 in one draw (DiffusionAD Eq. 2)", _q_sample, "q_sample",
+        "equals n2n_core.schedules.q_sample at t = 1 … 1000"),
+    _ex("01.predict_x0", "the one-step estimate x̂0 (DiffusionAD Eq. 5)", _predict_x0,
+        "predict_x0", "equals n2n_core.schedules.predict_x0"),
+    _ex("01.amplification", "how much x̂0 amplifies an error in ε (k_t)", _amplification,
+        "amplification", "matches the amplification measured with predict_x0", 1e-3),
+    _ex("02.to_model_range", "pixels → the tensor the models take", _to_model_range,
+        "to_model_range", "equals what AnomalyDataset returns for the same PNG"),
+    _ex("02.background_colour", "the background colour foreground estimation starts from",
+        _background_colour, "background_colour", "equals the median of the border ring"),
+    _ex("03.blend", "the anomaly blend (DiffusionAD Eq. 9)", _blend, "blend",
+        "equals n2n_core.synthesis.blend"),
+    _ex("03.anomaly_region", "where the anomaly goes: Perlin noise × foreground",
+        _anomaly_region, "anomaly_region", "thresholds the noise inside the foreground only"),
+    _ex("04.auroc", "AUROC by counting pairs", _auroc, "auroc",
+        "equals scikit-learn's roc_auc_score, ties included", 1e-9),
+    _ex("04.pro_at", "the per-region overlap at one threshold", _pro_at, "pro_at",
+        "equals a brute-force count over 8-connected regions", 1e-9),
+    _ex("05.focal_loss", "the focal loss of Eq. 7", _focal, "focal_loss",
+        "equals n2n_core.methods.diffusionad.focal_loss"),
+    _ex("05.mask_loss", "the segmentation loss L_mask (Eq. 7)", _mask_loss, "mask_loss",
+        "equals SmoothL1 + γ · focal with the paper's γ = 5"),
+    _ex("06.top_k_score", "the image score of Alg. 2: mean of the top-K pixels", _top_k,
+        "top_k_score", "equals n2n_core.methods.diffusionad.top_k_score"),
+    _ex("06.alg2_score", "Alg. 2: average the maps over λ, then score", _alg2_score,
+        "alg2_score", "averages the maps before taking the top-K mean"),
+    _ex("07.masked_forward", "the masked forward process (DeCo-Diff Eq. 7)", _masked_forward,
+        "masked_forward", "equals n2n_core.deviation.masked_forward"),
+    _ex("07.dod_target", "the direction of deviation δ (DeCo-Diff Eq. 11)", _dod_target,
+        "dod_target", "equals n2n_core.deviation.dod_target"),
+    _ex("07.correction_step", "one deviation-correction step (DeCo-Diff Eq. 13–14)",
+        _correction_step, "correction_step", "gives Eq. 13's z̃0 and Eq. 14's next latent"),
+    _ex("08.psnr", "reconstruction quality in dB", _psnr, "psnr",
+        "equals n2n_core.models.vae.psnr", 1e-4),
+    _ex("08.unit_scale", "the factor that gives latents unit variance", _unit_scale,
+        "unit_scale", "makes the latents' standard deviation 1"),
+    _ex("09.eq15", "the geometric anomaly map (DeCo-Diff Eq. 15, before blurring)", _eq15,
+        "eq15", "equals n2n_core.deviation.discrepancy_maps with no blur"),
+    _ex("09.z0_strategy", "the z_0 strategy's one-step estimate (DeCo-Diff Eq. 13)",
+        _z0_strategy, "z0_strategy", "equals n2n_core.deviation.correct(strategy='z_0')"),
+    _ex("12.baseline_map", "your own method: the mean-image baseline's anomaly map",
+        _baseline_map, "baseline_map", "mean absolute difference to the mean image over RGB"),
+    _ex("12.baseline_score", "your own method: its image score", _baseline_score,
+        "baseline_score", "the largest pixel of each map"),
+])  # fmt: skip
