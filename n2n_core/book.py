@@ -7,8 +7,9 @@ order or metadata. Each page is nbconvert's "lab" template: stored outputs and f
 PNGs), equations typeset by a copy of MathJax 2.7 in the book (from ``jupyter-server-mathjax``,
 so the book reads offline), and the saved widget state, which the page renders with the Jupyter
 widgets HTML manager (fetched from a CDN: online only; offline the slider's static fallback
-text shows). The index page is ``notebooks/README.md`` (the equation index) with every
-notebook number linked to its page, followed by the notebooks in order.
+text shows). The index page is the course's home: the learning path (each lesson in order,
+with its goals, prerequisites and time, from the notebook's first cell), then
+``notebooks/README.md`` (the equation index) with every notebook number linked to its page.
 """
 
 from __future__ import annotations
@@ -31,11 +32,14 @@ MathJax.Hub.Config({{tex2jax: {{inlineMath: [["$", "$"]]}}}});</script>
 table {{ border-collapse: collapse; font-size: 0.85rem; }}
 td, th {{ border: 1px solid #ccc; padding: 0.25rem 0.5rem; vertical-align: top; }}</style>
 </head><body>
-{index}
-<h2>The notebooks</h2>
-<ol>
+<h1>n2n: diffusion-based anomaly detection, a course</h1>
+<p>Twelve lessons, in order: each starts with what you will learn and ends with what to remember
+and exercises that check themselves. The papers: DiffusionAD
+(<a href="https://arxiv.org/abs/2303.08730">arXiv 2303.08730</a>) and DeCo-Diff
+(<a href="https://arxiv.org/abs/2503.19357">arXiv 2503.19357</a>).</p>
+<h2>Learning path</h2>
 {items}
-</ol>
+{index}
 </body></html>
 """
 
@@ -77,8 +81,10 @@ def build_book(out: Path | str, notebooks_dir: Path | str = DEFAULT_NOTEBOOKS) -
         page = out / f"{path.stem}.html"
         atomic_write_text(page, body)
         pages[path.stem[:2]] = page.name
+        goals = nb.cells[0].source.partition("**What you will learn**")[2] if nb.cells else ""
         items.append(
-            f'<li><a href="{page.name}">{path.stem[:2]} · {_title(nb, path.stem)}</a></li>'
+            f'<h3><a href="{page.name}">{_title(nb, path.stem)}</a></h3>\n'
+            + (markdown2html("**What you will learn**" + goals) if goals else "")
         )
     readme = notebooks_dir / "README.md"
     index = markdown2html(readme.read_text(encoding="utf-8")) if readme.exists() else ""

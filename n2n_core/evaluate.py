@@ -155,7 +155,12 @@ def metrics_of(
 
 
 def _figure(
-    dataset: AnomalyDataset, pred: Prediction, masks: torch.Tensor, labels: torch.Tensor, n: int = 6
+    dataset: AnomalyDataset,
+    pred: Prediction,
+    masks: torch.Tensor,
+    labels: torch.Tensor,
+    repair_label: str,
+    n: int = 6,
 ) -> bytes:
     from n2n_core import viz
 
@@ -168,6 +173,7 @@ def _figure(
         [pred.maps[i] for i in picks],
         [masks[i] for i in picks],
         [f"{dataset.samples[i].defect}  score {float(pred.scores[i]):.2f}" for i in picks],
+        repair_label,
     )
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -236,7 +242,7 @@ def evaluate_run(
         counts["anomalous"] += int(labels.sum())
         if write:
             _write_scores(run_dir, rows)  # the scores so far: nothing lost on a crash
-            fig = fig if fig is not None else _figure(ds, pred, masks, labels)
+            fig = fig if fig is not None else _figure(ds, pred, masks, labels, method.repair_symbol)
     metrics = mean_table(per_cat)["mean"] if len(per_cat) > 1 else next(iter(per_cat.values()))
     if write:
         info = {"method": method.name, "categories": list(per_cat), "resolution": cfg.image_size}

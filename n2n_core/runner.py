@@ -195,7 +195,8 @@ def execute_in_place(
     notebooks_dir: Path | str = DEFAULT_NOTEBOOKS, only: Sequence[str] = (), timeout: int = 1800
 ) -> None:
     """Re-execute the committed notebooks as they are (their own default parameters, i.e. the
-    smoke profile) and store the outputs, without per-cell timing metadata, for nbval."""
+    smoke profile, except ``interactive = False``: sliders stored as static figures) and store
+    the outputs, without per-cell timing metadata, for nbval."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -203,6 +204,7 @@ def execute_in_place(
     for nb_path in discover(Path(notebooks_dir), only):
         print(f"[n2n] executing {nb_path.name} in place ...", flush=True)
         nb = nbformat.read(nb_path, as_version=4)
+        injected = _static_figures(nb)
         NotebookClient(
             nb,
             timeout=timeout,
@@ -210,10 +212,28 @@ def execute_in_place(
             record_timing=False,
             resources={"metadata": {"path": str(nb_path.parent)}},
         ).execute()
+        if injected is not None:
+            nb.cells.remove(injected)
         for cell in nb.cells:
             cell.metadata.pop("execution", None)
         prune_widget_state(nb)
         atomic_write_text(nb_path, nbformat.writes(nb) + "\n")
+
+
+def _static_figures(nb: Any) -> Any:
+    """Stored outputs are read statically (GitHub, the book): run sliders as their static
+    figures. Inserts ``interactive = False`` after the parameters cell of a notebook that
+    declares ``interactive``; returns that cell (removed again after execution) or None."""
+    import nbformat
+
+    for i, cell in enumerate(nb.cells):
+        if "parameters" in cell.metadata.get("tags", []):
+            if not re.search(r"^interactive\s*=", cell.source, re.M):
+                return None
+            injected = nbformat.v4.new_code_cell("interactive = False")
+            nb.cells.insert(i + 1, injected)
+            return injected
+    return None
 
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"

@@ -237,10 +237,12 @@ def prediction_grid(
     maps: Sequence[torch.Tensor],
     masks: Sequence[torch.Tensor],
     titles: Sequence[str],
+    repair_label: str = "x̂0",
 ) -> Figure:
-    """Columns of input, x̂0 (if any), anomaly map and ground truth (like DiffusionAD Fig. 5);
-    images in [-1, 1], maps and masks (1, H, W) in [0, 1]."""
-    rows = [("input", images)] + ([("x̂0", x0_hats)] if x0_hats is not None else [])
+    """Columns of input, the repair (if any; DiffusionAD's x̂0, DeCo-Diff's x̃0: name it with
+    ``repair_label``), anomaly map and ground truth (like DiffusionAD Fig. 5); images in
+    [-1, 1], maps and masks (1, H, W) in [0, 1]."""
+    rows = [("input", images)] + ([(repair_label, x0_hats)] if x0_hats is not None else [])
     rows += [("anomaly map", maps), ("ground truth", masks)]
     n = len(images)
     fig, axes = plt.subplots(len(rows), n, figsize=(1.7 * n, 1.75 * len(rows)), squeeze=False)

@@ -96,6 +96,7 @@ class Method:
     per_category: ClassVar[bool] = True  # one model per category; False: one for all
     eval_batch_size: ClassVar[int] = 16
     reproduce_notebook: ClassVar[str | None] = None  # notebook prefix that reports a target
+    repair_symbol: ClassVar[str] = "repair"  # the name figures give Prediction.extras["repair"]
     # paper ablation table (n2n_core/data/paper_tables/<name>.csv) → its rows
     # (reproduce "<name>-ablations")
     ablations: ClassVar[dict[str, tuple[Ablation, ...]]] = {}

@@ -514,6 +514,7 @@ class DeCoDiffMethod(Method):
     per_category = False
     eval_batch_size = 32
     reproduce_notebook = "11"
+    repair_symbol = "x̃0"
     official_grid_aupro = (200, "max")  # the official evaluation: 200 thresholds, FPR / max
     ablations: ClassVar = {
         "decodiff_table3": tuple(  # correction strategy × reverse steps, geometric map

@@ -346,6 +346,7 @@ class DiffusionADMethod(Method):
     per_category = True
     eval_batch_size = 16
     reproduce_notebook = "10"
+    repair_symbol = "x̂0"
     official_grid_aupro = (1000, "minmax")  # the official code: 1000 thresholds, min-max FPR
     official_selection = (
         "n2n reports the last checkpoint of the profile's training length. The official "
