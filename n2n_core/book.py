@@ -23,11 +23,21 @@ from n2n_core.runner import DEFAULT_NOTEBOOKS, discover
 
 __all__ = ["build_book"]
 
+_MATHJAX = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
+# The MathJax copy in the book (jupyter-server-mathjax) ships only the STIX-Web fonts. Left to
+# its defaults, MathJax's HTML-CSS output asks for its TeX fonts, which are missing, and lays out
+# with the wrong metrics: a radicand lands below a fraction bar, bars over letters vanish. Naming
+# STIX-Web (as classic Jupyter does) renders every equation with the fonts that are there.
+_FONTS = """<script type="text/x-mathjax-config">
+MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web",
+                                 imageFont: null}});
+</script>
+"""
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>n2n: notebooks and equation index</title>
 <script type="text/x-mathjax-config">
 MathJax.Hub.Config({{tex2jax: {{inlineMath: [["$", "$"]]}}}});</script>
-<script src="mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"></script>
+{fonts}<script src="{mathjax}"></script>
 <style>body {{ font-family: sans-serif; max-width: 70rem; margin: 2rem auto; padding: 0 1rem; }}
 table {{ border-collapse: collapse; font-size: 0.85rem; }}
 td, th {{ border: 1px solid #ccc; padding: 0.25rem 0.5rem; vertical-align: top; }}</style>
@@ -71,13 +81,15 @@ def build_book(out: Path | str, notebooks_dir: Path | str = DEFAULT_NOTEBOOKS) -
 
         static = Path(jupyter_server_mathjax.__file__).parent / "static"
         shutil.copytree(static, mathjax, dirs_exist_ok=True)
-    exporter = HTMLExporter(
-        template_name="lab", mathjax_url="mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
-    )
+    exporter = HTMLExporter(template_name="lab", mathjax_url=_MATHJAX)
     items, pages = [], {}
     for path in paths:
         nb = nbformat.read(path, as_version=4)
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
+        script = f'<script src="{_MATHJAX}"> </script>'
+        if script not in body:
+            raise RuntimeError(f"nbconvert's page for {path.name} no longer loads {_MATHJAX}")
+        body = body.replace(script, _FONTS + script)
         page = out / f"{path.stem}.html"
         atomic_write_text(page, body)
         pages[path.stem[:2]] = page.name
@@ -95,5 +107,7 @@ def build_book(out: Path | str, notebooks_dir: Path | str = DEFAULT_NOTEBOOKS) -
 
     index = re.sub(r"<td>(\d{2}(?:, \d{2})*)</td>", link, index)
     page = out / "index.html"
-    atomic_write_text(page, _PAGE.format(index=index, items="\n".join(items)))
+    atomic_write_text(
+        page, _PAGE.format(index=index, items="\n".join(items), fonts=_FONTS, mathjax=_MATHJAX)
+    )
     return page

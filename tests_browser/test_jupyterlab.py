@@ -175,13 +175,19 @@ def test_notebook_runs_and_sliders_redraw(lab, browser, name):
         assert after != before, f"{name}: slider {k} moved but its figure did not change"
 
 
-def test_book_page_shows_its_figures(browser, tmp_path):
-    """``make book``'s front page links every notebook; a page's figures load (offline)."""
+def test_book_page_shows_its_figures_and_typesets_correctly(browser, tmp_path):
+    """``make book``'s front page (the learning path) links every notebook; a page's figures
+    load (offline) and its equations are laid out right, not merely typeset."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
     from n2n_core.book import build_book
 
     index = build_book(tmp_path / "book")
     browser.get(index.as_uri())
-    links = browser.find_elements(By.CSS_SELECTOR, "ol a")
+    links = browser.find_elements(By.CSS_SELECTOR, "h3 a")  # the learning path, in order
     assert len(links) == len(list((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")))
     next(a for a in links if a.text.startswith("09")).click()
     _wait(lambda: browser.execute_script("return document.readyState") == "complete", 60, "09")
@@ -192,4 +198,19 @@ def test_book_page_shows_its_figures(browser, tmp_path):
     assert len(sizes) >= 5 and all(w > 0 for w in sizes), sizes
     typeset = "return document.querySelectorAll('span.MathJax').length"
     _wait(lambda: browser.execute_script(typeset) > 10, 60, "MathJax to typeset 09's equations")
+    idle = "return MathJax.Hub.queue.pending === 0 && !MathJax.Hub.queue.running"
+    _wait(lambda: browser.execute_script(idle), 60, "MathJax to finish")
     browser.save_screenshot(str(OUT / "book_09.png"))
+    # the fonts the book ships: with MathJax's default (its TeX fonts, absent) the layout breaks
+    assert browser.execute_script("return MathJax.OutputJax['HTML-CSS'].fontInUse") == "STIX-Web"
+    # a known equation: 09's first display, δ = (z_t − z_0)/√(1 − ᾱ_t). Laid out right its ink
+    # is ≈ 3.1 font sizes tall; with the radicand dropped below the fraction bar ≈ 4.6
+    display = browser.find_elements(By.CSS_SELECTOR, ".MathJax_Display")[0]
+    browser.execute_script("arguments[0].scrollIntoView()", display)
+    png = display.screenshot_as_png
+    (OUT / "book_09_delta.png").write_bytes(png)
+    rows = np.flatnonzero((np.asarray(Image.open(io.BytesIO(png)).convert("L")) < 128).any(1))
+    size = browser.execute_script(
+        "return parseFloat(getComputedStyle(arguments[0]).fontSize)", display
+    )
+    assert (rows.max() - rows.min() + 1) / size < 3.8, "09's δ equation is laid out wrong"
