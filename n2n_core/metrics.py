@@ -1,6 +1,6 @@
 """Anomaly detection metrics: image and pixel AUROC, AP, F1-max, and AUPRO.
 
-Definitions (see shared research notes, ``metrics.md``):
+Definitions (MVTec AD's protocol; docs/metrics.md and notebook 04 explain them):
 
 - AUROC: area under the exact ROC curve (trapezoids between distinct thresholds; ties form
   one diagonal step), as ``sklearn.metrics.roc_auc_score``.

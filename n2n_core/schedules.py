@@ -4,9 +4,9 @@ Indexing follows the papers: t = 0 is the clean image and t = 1..T are the noisy
 so every table below has T + 1 entries with ᾱ_0 = 1. diffusers indexes the same steps
 0..T-1; its ``alphas_cumprod[k]`` is our ``alpha_bar[k + 1]`` (tests check this).
 
-References: DiffusionAD (papers/diffusionad.txt) Eq. 1-5; DDPM (Ho et al. 2020, the
-paper's [21]); improved DDPM (Nichol & Dhariwal 2021) for the squared-cosine schedule used
-by DeCo-Diff; DDIM (Song et al. 2021) for the deterministic step.
+References: DiffusionAD (arXiv 2303.08730) Eq. 1-5; DeCo-Diff (arXiv 2503.19357) Eq. 1-6;
+DDPM (Ho et al. 2020, DiffusionAD's [21]); improved DDPM (Nichol & Dhariwal 2021) for the
+squared-cosine schedule used by DeCo-Diff; DDIM (Song et al. 2021) for the deterministic step.
 """
 
 from __future__ import annotations

@@ -168,13 +168,15 @@ def plot_pro_exact_vs_grid(
 def overlay_mask(
     image: np.ndarray, mask: np.ndarray | None, colour: tuple[int, int, int] = (255, 0, 255)
 ) -> np.ndarray:
-    """(H, W, 3) uint8 image with the outline of a boolean mask drawn on it."""
+    """(H, W, 3) uint8 image with the outline of a boolean mask drawn around it: just outside
+    the mask, so a thin anomaly (a scratch, a sliver) stays visible under its outline."""
     from scipy import ndimage
 
     out = image.copy()
     if mask is not None and mask.any():
-        edge = mask & ~ndimage.binary_erosion(mask, iterations=max(1, mask.shape[0] // 128))
-        out[edge] = colour
+        mask = mask.astype(bool)
+        ring = ndimage.binary_dilation(mask, iterations=max(1, mask.shape[0] // 128)) & ~mask
+        out[ring] = colour
     return out
 
 

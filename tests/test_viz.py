@@ -1,6 +1,7 @@
 """n2n_core.viz: maps on a fixed scale, labels that show."""
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
 
@@ -33,3 +34,12 @@ def test_prediction_grid_row_labels_are_visible():
     labels = [ax.get_ylabel() for ax in first_column if ax.axison]
     assert labels == ["input", "x̂0", "anomaly map", "ground truth"]
     viz.plt.close(fig)
+
+
+def test_mask_outline_leaves_the_masked_pixels_visible():
+    img = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
+    mask = np.zeros((32, 32), dtype=bool)
+    mask[10, 4:28] = True  # a one-pixel scratch: an outline on the mask would hide all of it
+    out = viz.overlay_mask(img, mask)
+    assert np.array_equal(out[mask], img[mask])
+    assert (out[9, 4:28] == (255, 0, 255)).all() and (out[11, 4:28] == (255, 0, 255)).all()
