@@ -32,6 +32,7 @@ __all__ = [
     "q_posterior",
     "q_sample",
     "q_step",
+    "vlb_term",
 ]
 
 VARIANCES = ("posterior", "beta")  # σ_t² of the reverse step: β̃_t or β_t (DDPM §3.2)
@@ -178,6 +179,19 @@ def ddpm_step(
         return mean
     var = s.posterior_variance if variance == "posterior" else s.betas
     return mean + _at(var, t, xt).sqrt() * noise
+
+
+def vlb_term(x0: Tensor, xt: Tensor, t: Tensor | int, s: NoiseSchedule, eps: Tensor) -> Tensor:
+    """One KL term of the variational bound (DeCo-Diff Eq. 5, DDPM's L_{t-1}), per sample:
+    D_KL(q(x_{t-1} | x_t, x_0) ‖ p_θ(x_{t-1} | x_t)) with p_θ's mean from the noise estimate
+    ``eps`` (DeCo-Diff Eq. 4) and both variances β̃_t, so the KL of two Gaussians reduces to
+    ‖μ̃_t - μ_θ‖² / (2β̃_t), summed over every dimension but the first (the batch). For t ≥ 2
+    (β̃_1 = 0: the bound's first term is the decoder's likelihood instead)."""
+    if xt.dim() < 2:
+        raise ValueError(f"vlb_term takes a batch (B, ...), got shape {tuple(xt.shape)}")
+    mu_q, var = q_posterior(x0, xt, t, s)
+    mu_p = ddpm_step(xt, t, s, eps)
+    return ((mu_q - mu_p) ** 2 / (2 * var)).flatten(1).sum(1)
 
 
 def denoising_loss(

@@ -268,3 +268,23 @@ def test_denoising_loss_reaches_the_bayes_minimum_on_gaussian_data():
     assert abs(float(losses.mean()) - expected) < 4 * se
     zero = S.denoising_loss(lambda xt, t: 0 * xt, x0, s, torch.Generator().manual_seed(14))
     assert abs(float(zero.mean()) - 1) < 4 * float(zero.std()) / len(zero) ** 0.5
+
+
+def test_vlb_term_is_the_kl_of_torch_distributions():
+    from torch.distributions import Normal, kl_divergence
+
+    s = S.make_schedule("linear", 1000)
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64)
+    eps = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    eps_hat = eps + 0.2 * torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    for t in (2, 37, 999):
+        xt = S.q_sample(x0, t, s, eps)
+        mu_q, var = S.q_posterior(x0, xt, t, s)
+        mu_p = S.ddpm_step(xt, t, s, eps_hat)
+        sd = var.sqrt().expand_as(mu_q)
+        kl = kl_divergence(Normal(mu_q, sd), Normal(mu_p, sd)).flatten(1).sum(1)
+        assert torch.allclose(S.vlb_term(x0, xt, t, s, eps_hat), kl, rtol=1e-10)
+        assert float(S.vlb_term(x0, xt, t, s, eps).max()) < 1e-18  # the true noise: 0 up to rounding
+    with pytest.raises(ValueError, match="takes a batch"):
+        S.vlb_term(x0[0, 0, 0], x0[0, 0, 0], 5, s, eps[0, 0, 0])
