@@ -4,10 +4,10 @@ Trains exactly what notebooks 05, 08 and 09 train (the smoke profiles, embedded 
 the training seed replaced, evaluates it, and appends one JSON line per seed with every
 quantity a notebook asserts on: loss ratios, autoencoder PSNR and latent statistics, mean
 metrics, and DeCo-Diff's Table 4 maps. The notebooks' assert margins come from these lines
-(README, "How much the smoke numbers move").
+(benchmarks/RESULTS.md, "Smoke runs on the embedded data").
 
     python benchmarks/seed_spread.py --seeds 0 1 2
-    python benchmarks/seed_spread.py --report        # the README's tables from the recorded lines
+    python benchmarks/seed_spread.py --report        # RESULTS.md's tables from the recorded lines
     ATEN_CPU_CAPABILITY=default python benchmarks/seed_spread.py --seeds 0   # another kernel path
 
 ≈ 16 min per seed on 2 CPU cores. Runs land in runs/spread/<cpu capability>-seed<N>/. Results are

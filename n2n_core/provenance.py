@@ -2,8 +2,8 @@
 
 Training on the CPU is bit-reproducible only for the same CPU capability (ATen's SIMD path,
 ``ATEN_CPU_CAPABILITY``), the same number of threads and the same library versions: each of
-these changes the losses from the first step (measured; README, "How much the smoke numbers
-move"). Runs therefore record them beside their results.
+these changes the losses from the first step (measured; benchmarks/RESULTS.md, "Smoke runs
+on the embedded data"). Runs therefore record them beside their results.
 """
 
 from __future__ import annotations

@@ -213,7 +213,7 @@ PROFILES = {
     # blur scaled with the resolution. ``network="n2n"`` selects the small UNet2DModel below.
     # The autoencoder trains 1800 steps, not 600: its blur is what the pixel term of Eq. 15
     # sees on every edge; on the photographic benchmark its L1 error falls 0.107 → 0.074 and
-    # the mean image AUROC / pixel AUPRO rise 0.633 / 0.530 → 0.674 / 0.601 (README).
+    # the mean image AUROC / pixel AUPRO rise 0.633 / 0.530 → 0.674 / 0.601 (benchmarks/RESULTS.md).
     "smoke": DeCoDiffConfig(
         image_size=64,
         vae=VAEConfig(steps=1800),

@@ -73,7 +73,7 @@ class DiffusionADConfig:
     guide_split: int = 300
     guide_t: tuple[int, int] = (200, 400)
     condition_w: float = 1.0
-    # The official code's training regime (README: which regime produced which numbers), each
+    # The official code's training regime (docs/methods.md: which regime is which), each
     # a separate option; none is the paper's. unit_range: images enter the model in [0, 1]
     # instead of [-1, 1] (x̂0 is still clamped to [-1, 1], as in the code); at a given t that
     # corrupts less: λ = 100 / 200 act as λ' = 190 / 331 would in [-1, 1]
@@ -120,11 +120,11 @@ PROFILES = {
     # t ~ U{1..1000} and joint gradients give 0.899 / 0.759 — a tiny denoiser's repairs from
     # large t are noise the segmenter learns to ignore, and the mask loss pulls the denoiser
     # towards exposing rather than repairing anomalies. t ≤ 300 (as the official code's
-    # segmenter branch) with x̂0 detached gives 0.954 / 0.807 (README). Perlin lattices of
-    # 2^0..2^3 cells instead of 2^0..2^5: the paper's finest, 32 cells at 256 px, are 8-px
-    # blobs; at 64 px they would be 2-px slivers, finer than a real defect at that size and
-    # lost in a fine texture's own grain (photographic benchmark, README: mean image AUROC /
-    # pixel AUPRO 0.800 / 0.620 → 0.842 / 0.658).
+    # segmenter branch) with x̂0 detached gives 0.954 / 0.807. Perlin lattices of 2^0..2^3
+    # cells instead of 2^0..2^5: the paper's finest, 32 cells at 256 px, are 8-px blobs; at
+    # 64 px they would be 2-px slivers, finer than a real defect at that size and lost in a
+    # fine texture's own grain (photographic benchmark: mean image AUROC / pixel AUPRO
+    # 0.800 / 0.620 → 0.842 / 0.658). Measurements: benchmarks/RESULTS.md.
     "smoke": DiffusionADConfig(
         train_t_max=300,
         detach_x0_hat=True,
