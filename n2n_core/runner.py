@@ -214,6 +214,7 @@ def execute_in_place(
         ).execute()
         if injected is not None:
             nb.cells.remove(injected)
+            _renumber(nb)
         for cell in nb.cells:
             cell.metadata.pop("execution", None)
         prune_widget_state(nb)
@@ -234,6 +235,19 @@ def _static_figures(nb: Any) -> Any:
             nb.cells.insert(i + 1, injected)
             return injected
     return None
+
+
+def _renumber(nb: Any) -> None:
+    """Execution counts 1, 2, ... down the code cells (and their results), as a clean kernel
+    running the stored notebook top to bottom gives them."""
+    count = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.get("execution_count") is not None:
+            count += 1
+            cell.execution_count = count
+            for out in cell.outputs:
+                if "execution_count" in out:
+                    out["execution_count"] = count
 
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"

@@ -105,3 +105,21 @@ def test_cli_exit_codes(nb_dir, tmp_path, capsys):
     assert cli.main(base) == 1  # 02 fails
     assert "failed: 02_broken.ipynb" in capsys.readouterr().out
     assert cli.main([*base, "--param", "nope=1"]) == 2
+
+
+def test_in_place_stores_static_figures_counted_from_one(tmp_path):
+    """Stored outputs are read statically (GitHub, the book): ``execute_in_place`` runs with
+    ``interactive = False`` and keeps the parameters cell as written, counts 1, 2, 3."""
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    _notebook(d / "01_slider.ipynb", 'profile = "smoke"\ninteractive = True', "print(interactive)")
+    nb_path = d / "01_slider.ipynb"
+    nb = nbformat.read(nb_path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("1 + 1"))
+    nbformat.write(nb, nb_path)
+    runner.execute_in_place(d)
+    done = nbformat.read(nb_path, as_version=4)
+    assert done.cells[0].source == 'profile = "smoke"\ninteractive = True'
+    assert len(done.cells) == 3 and done.cells[1].outputs[0]["text"] == "False\n"
+    assert [c.execution_count for c in done.cells] == [1, 2, 3]
+    assert done.cells[2].outputs[0]["execution_count"] == 3

@@ -285,6 +285,6 @@ def test_vlb_term_is_the_kl_of_torch_distributions():
         sd = var.sqrt().expand_as(mu_q)
         kl = kl_divergence(Normal(mu_q, sd), Normal(mu_p, sd)).flatten(1).sum(1)
         assert torch.allclose(S.vlb_term(x0, xt, t, s, eps_hat), kl, rtol=1e-10)
-        assert float(S.vlb_term(x0, xt, t, s, eps).max()) < 1e-18  # the true noise: 0 up to rounding
+        assert float(S.vlb_term(x0, xt, t, s, eps).max()) < 1e-18  # true noise: 0 up to rounding
     with pytest.raises(ValueError, match="takes a batch"):
         S.vlb_term(x0[0, 0, 0], x0[0, 0, 0], 5, s, eps[0, 0, 0])
