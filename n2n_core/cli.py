@@ -39,6 +39,13 @@ def _positive(kind: type) -> Callable[[str], float]:
     return parse
 
 
+def _folder(text: str) -> str:
+    """A folder argument that names a folder: '' would silently mean the current one."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, got an empty name")
+    return text
+
+
 def _need_notebook_tools(command: str) -> None:
     """``notebooks``, ``reproduce`` and ``book`` run notebooks: without the extra, say so."""
     import importlib.util
@@ -314,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a category, or 'all' (one model for every category: decodiff's default)",
     )
     tr.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
-    tr.add_argument("--out", required=True, help="run folder")
+    tr.add_argument("--out", required=True, type=_folder, help="run folder")
     tr.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last")
     tr.add_argument("--variant", choices=["full", "segmentation_only", "denoising_only"])
     tr.add_argument("--steps", type=_positive(int))
@@ -390,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--vae", help="the autoencoder: a folder or hub id (default: the paper's)")
     im.add_argument("--data", default="mvtec", choices=SOURCES, help="the dataset to evaluate on")
     im.add_argument("--root", help="dataset root (default: data/<data>)")
-    im.add_argument("--out", required=True, help="the run folder to write")
+    im.add_argument("--out", required=True, type=_folder, help="the run folder to write")
     im.set_defaults(func=_import_official)
 
     from n2n_core.reproduce import TARGETS

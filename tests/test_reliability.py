@@ -108,6 +108,8 @@ def test_reproduce_steps_zero_and_unknown_flags_are_one_line_errors(tmp_path, ca
     ]
     assert cli.main(["evaluate", str(tmp_path), "--top-k", "0"]) == 2
     assert "argument --top-k: must be > 0" in capsys.readouterr().out
+    assert cli.main(["train", "--out", ""]) == 2  # not the current folder
+    assert "argument --out: expected a folder, got an empty name" in capsys.readouterr().out
     assert cli.main(["train", "--out", str(tmp_path), "--bogus"]) == 2
     (line,) = capsys.readouterr().out.strip().splitlines()
     assert line.startswith("error: unrecognized arguments: --bogus")
