@@ -1,4 +1,4 @@
-# Start here:  make test-fast (≈ 5 min, trains nothing)  |  make reproduce  |  make test (≈ 40 min)
+# Start here:  make test-fast (≈ 5 min, trains nothing)  |  make reproduce  |  make test (≈ 45 min)
 # Each installs first: into the active venv or conda environment if there is one (never into
 # conda's base: that gets a local .venv like no environment), otherwise into a local .venv.
 # On Colab, use the notebooks' setup cell: scripts/install.sh refuses to run there.
