@@ -204,7 +204,9 @@ def execute_in_place(
     for nb_path in discover(Path(notebooks_dir), only):
         print(f"[n2n] executing {nb_path.name} in place ...", flush=True)
         nb = nbformat.read(nb_path, as_version=4)
-        injected = _static_figures(nb)
+        params = _interactive_parameters(nb)
+        if params is not None:  # stored outputs are read statically: sliders as figures
+            source, params.source = params.source, params.source + "\ninteractive = False"
         NotebookClient(
             nb,
             timeout=timeout,
@@ -212,42 +214,20 @@ def execute_in_place(
             record_timing=False,
             resources={"metadata": {"path": str(nb_path.parent)}},
         ).execute()
-        if injected is not None:
-            nb.cells.remove(injected)
-            _renumber(nb)
+        if params is not None:
+            params.source = source
         for cell in nb.cells:
             cell.metadata.pop("execution", None)
         prune_widget_state(nb)
         atomic_write_text(nb_path, nbformat.writes(nb) + "\n")
 
 
-def _static_figures(nb: Any) -> Any:
-    """Stored outputs are read statically (GitHub, the book): run sliders as their static
-    figures. Inserts ``interactive = False`` after the parameters cell of a notebook that
-    declares ``interactive``; returns that cell (removed again after execution) or None."""
-    import nbformat
-
-    for i, cell in enumerate(nb.cells):
-        if "parameters" in cell.metadata.get("tags", []):
-            if not re.search(r"^interactive\s*=", cell.source, re.M):
-                return None
-            injected = nbformat.v4.new_code_cell("interactive = False")
-            nb.cells.insert(i + 1, injected)
-            return injected
-    return None
-
-
-def _renumber(nb: Any) -> None:
-    """Execution counts 1, 2, ... down the code cells (and their results), as a clean kernel
-    running the stored notebook top to bottom gives them."""
-    count = 0
+def _interactive_parameters(nb: Any) -> Any:
+    """The parameters cell, if it declares ``interactive`` (else None)."""
     for cell in nb.cells:
-        if cell.cell_type == "code" and cell.get("execution_count") is not None:
-            count += 1
-            cell.execution_count = count
-            for out in cell.outputs:
-                if "execution_count" in out:
-                    out["execution_count"] = count
+        if "parameters" in cell.metadata.get("tags", []):
+            return cell if re.search(r"^interactive\s*=", cell.source, re.M) else None
+    return None
 
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
