@@ -34,7 +34,7 @@ else
 fi
 # torch is now satisfied (the lock leaves it out), so this keeps it and only adds the rest.
 LOCK=requirements-lock.txt
-here=$("$PY" -c 'import platform, sys; print(f"{platform.system()}, Python {sys.version_info[0]}.{sys.version_info[1]}")')
+here=$("$PY" scripts/lock.py --platform)  # as the lock's header names it
 locked=$(sed -n 's/^# platform: //p' "$LOCK" 2>/dev/null || true)
 if [ -z "${N2N_NO_LOCK:-}" ] && [ "$EXTRAS" = dev ] && [ "$here" = "$locked" ]; then
   echo "[install] exact versions from $LOCK ($locked; N2N_NO_LOCK=1: the floors in pyproject.toml)"

@@ -1,7 +1,8 @@
 """Write requirements-lock.txt from the active environment (``make lock``, after a green
 ``make test``). The lock is for one platform, named in its header; install.sh uses it only
 there. Refuses to re-lock on another platform unless asked (N2N_LOCK_NEW_PLATFORM=1), so a
-run on a Mac cannot silently replace CI's exact versions."""
+run on a Mac cannot silently replace CI's exact versions. ``--platform`` prints this
+interpreter's platform as the header writes it (install.sh compares the two)."""
 
 from __future__ import annotations
 
@@ -51,4 +52,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--platform"]:
+        print(current_platform())
+        sys.exit(0)
     sys.exit(main())
