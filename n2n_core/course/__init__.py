@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from n2n_core.course.exercises import EXERCISES, Exercise, compare
 
-__all__ = ["EXERCISES", "Exercise", "Verdict", "check", "exercises", "solution"]
+__all__ = ["EXERCISES", "Exercise", "Verdict", "check", "exercises", "solution", "verdict"]
 
 
 @dataclass(frozen=True)

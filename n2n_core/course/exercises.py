@@ -77,16 +77,17 @@ def _gen(seed: int) -> torch.Generator:
 
 
 # ------------------------------------------------------------------ 01 forward diffusion
-def _linear():
+def _schedule(kind: str, T: int):
+    """DiffusionAD's linear schedule (T = 1000) or DeCo-Diff's cosine one (T = 10)."""
     from n2n_core.schedules import make_schedule
 
-    return make_schedule("linear", 1000)
+    return make_schedule(kind, T)
 
 
 def _q_sample() -> Iterator[Case]:
     from n2n_core.schedules import q_sample
 
-    s, g = _linear(), _gen(1)
+    s, g = _schedule("linear", 1000), _gen(1)
     for t in (1, 37, 250, 999, 1000):
         x0, eps = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 3, 8, 8, generator=g)
         yield (x0, t, s.alpha_bar, eps), q_sample(x0, t, s, eps), f"t = {t}"
@@ -95,7 +96,7 @@ def _q_sample() -> Iterator[Case]:
 def _predict_x0() -> Iterator[Case]:
     from n2n_core.schedules import predict_x0
 
-    s, g = _linear(), _gen(2)
+    s, g = _schedule("linear", 1000), _gen(2)
     for t in (1, 50, 200, 700):
         xt, eps = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 3, 8, 8, generator=g)
         yield (xt, t, s.alpha_bar, eps), predict_x0(xt, t, s, eps), f"t = {t}"
@@ -105,7 +106,7 @@ def _amplification() -> Iterator[Case]:
     """k_t measured: the rms error of x̂0 (library) per unit rms error of the noise."""
     from n2n_core.schedules import predict_x0, q_sample
 
-    s, g = _linear(), _gen(3)
+    s, g = _schedule("linear", 1000), _gen(3)
     x0, eps = torch.randn(1, 4096, generator=g).double(), torch.randn(1, 4096, generator=g)
     delta = 0.1 * torch.randn(1, 4096, generator=g).double()
     for t in (10, 100, 400, 900):
@@ -238,16 +239,17 @@ def _alg2_score() -> Iterator[Case]:
 
 
 # ------------------------------------------------------------------ 07 deviation formulation
-def _cosine():
-    from n2n_core.schedules import make_schedule
+def _z0_tilde(z: Tensor, delta: Tensor, s, t: int) -> Tensor:
+    """Eq. 13 by the library: one z_0-strategy step of deviation.correct with a constant δ."""
+    from n2n_core.deviation import correct
 
-    return make_schedule("cosine", 10)
+    return correct(lambda z_, t_: delta, z, s, [t], strategy="z_0")[0]
 
 
 def _masked_forward() -> Iterator[Case]:
     from n2n_core.deviation import masked_forward
 
-    s, g = _cosine(), _gen(14)
+    s, g = _schedule("cosine", 10), _gen(14)
     for t in (1, 5, 10):
         z0, eps = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
         mask = (torch.rand(2, 1, 8, 8, generator=g) > 0.5).float()
@@ -261,7 +263,7 @@ def _masked_forward() -> Iterator[Case]:
 def _dod_target() -> Iterator[Case]:
     from n2n_core.deviation import dod_target
 
-    s, g = _cosine(), _gen(15)
+    s, g = _schedule("cosine", 10), _gen(15)
     for t in (1, 4, 9):
         zt, z0 = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
         yield (zt, z0, float(s.alpha_bar[t])), dod_target(zt, z0, t, s), f"t = {t}"
@@ -269,12 +271,11 @@ def _dod_target() -> Iterator[Case]:
 
 def _correction_step() -> Iterator[Case]:
     """(z̃0, z_next): z̃0 from deviation.correct (Eq. 13); z_next by Eq. 14's definition."""
-    from n2n_core.deviation import correct
 
-    s, g = _cosine(), _gen(16)
+    s, g = _schedule("cosine", 10), _gen(16)
     for t, t_next in ((10, 8), (4, 2), (2, 0)):
         z, delta = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
-        z0_tilde, _ = correct(lambda z_, t_, d=delta: d, z, s, [t], strategy="z_0")
+        z0_tilde = _z0_tilde(z, delta, s, t)
         z_next = z0_tilde + math.sqrt(1 - float(s.alpha_bar[t_next])) * delta
         ab, ab_next = float(s.alpha_bar[t]), float(s.alpha_bar[t_next])
         yield (z, delta, ab, ab_next), (z0_tilde, z_next), f"t = {t} → {t_next}"
@@ -313,12 +314,11 @@ def _eq15() -> Iterator[Case]:
 
 
 def _z0_strategy() -> Iterator[Case]:
-    from n2n_core.deviation import correct
 
-    s, g = _cosine(), _gen(20)
+    s, g = _schedule("cosine", 10), _gen(20)
     for t in (10, 6, 3):
         z, delta = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
-        z0_tilde, _ = correct(lambda z_, t_, d=delta: d, z, s, [t], strategy="z_0")
+        z0_tilde = _z0_tilde(z, delta, s, t)
         yield (z, delta, float(s.alpha_bar[t])), z0_tilde, f"t = {t}"
 
 
