@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from n2n_core.options import TRAIN_OPTIONS, Option
+from n2n_core.options import positive as _positive
 from n2n_core.paths import default_root
 from n2n_core.profiles import PROFILES
 
@@ -23,27 +25,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} ({self.prog} --help lists the options)")
 
 
-def _positive(kind: type) -> Callable[[str], float]:
-    """An argparse type for numbers > 0: 0 and negatives are refused, never taken as 'unset'."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    parse.__name__ = f"positive {kind.__name__}"
-    return parse
-
-
 def _folder(text: str) -> str:
     """A folder argument that names a folder: '' would silently mean the current one."""
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a folder, got an empty name")
     return text
+
+
+def _root(given: str | None, source: str) -> str:
+    """A dataset's root: the one given, else ``<default root>/<source>`` (never another
+    dataset's folder)."""
+    return given or str(default_root() / source)
 
 
 def _need_notebook_tools(command: str) -> None:
@@ -91,7 +83,7 @@ def _data(args: argparse.Namespace) -> int:
     from n2n_core.data.dataset import load_pair
     from n2n_core.data.readers import GENERATED, ensure_generated_source
 
-    root = args.root or str(default_root() / args.source)  # never another dataset's folder
+    root = _root(args.root, args.source)
     if args.source in GENERATED:
         print(f"[n2n] {args.source} dataset at {ensure_generated_source(args.source, root)}")
     for cat in args.category or list_categories(args.source, root):
@@ -123,17 +115,24 @@ def _settings(items: list[str]) -> dict[str, object]:
     return out
 
 
-# command-line shortcuts for common settings: option → dotted setting
-_TRAIN_FLAGS = {
-    "epochs": "train.epochs", "seed": "train.seed", "lr": "train.lr",
-    "batch_size": "train.batch_size", "mixed_precision": "train.mixed_precision",
-    "grad_accum": "train.grad_accum", "checkpoint_every": "train.checkpoint_every",
-    "texture_dir": "train.texture_dir", "image_size": "model.image_size",
-    "variant": "model.variant", "norm_guided": "model.norm_guided",
-    "vae": "model.vae.pretrained", "vae_steps": "model.vae.steps",
-    "strategy": "model.strategy", "reverse_steps": "model.reverse_steps",
-    "anomaly_map": "model.anomaly_map",
-}  # fmt: skip
+def _method_options(method: object) -> dict[str, Option]:
+    """dest → option, for the flags of ``train`` that set this method's settings."""
+    return {o.dest: o for o in (*TRAIN_OPTIONS, *method.options)}  # type: ignore[attr-defined]
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The settings given on the command line (None: not given, the profile's value stands;
+    0 cannot get here); a flag of another method is an error naming whose it is."""
+    from n2n_core import methods
+
+    method = methods.get(args.method)
+    own = _method_options(method)
+    for name in methods.names():
+        for o in methods.get(name).options:
+            if o.dest not in own and getattr(args, o.dest, None) is not None:
+                raise ValueError(f"{o.flag} is an option of {name}, not of {args.method}")
+    out = {o.setting: o.value(getattr(args, d)) for d, o in own.items()}
+    return {k: v for k, v in out.items() if v is not None} | _settings(args.set)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -146,22 +145,8 @@ def _train(args: argparse.Namespace) -> int:
             print(f"error: --category is required for {args.method} (one model per category)")
             return 2
         args.category = "all"
-    # None and False mean "not given": the profile's value stands (0 cannot get here)
-    overrides = {
-        k: getattr(args, a)
-        for a, k in _TRAIN_FLAGS.items()
-        if getattr(args, a) not in (None, False)
-    }
-    if args.steps is not None:
-        overrides["train.steps"] = args.steps
-    if args.gradient_checkpointing:
-        overrides["train.gradient_checkpointing"] = True
-    if args.lambdas:
-        overrides["model.lambdas"] = tuple(args.lambdas)
-    if args.unconditional:
-        overrides["model.classes"] = ()
-    overrides |= _settings(args.set)
-    root = args.root or str(default_root() / args.data)
+    overrides = _overrides(args)
+    root = _root(args.root, args.data)
     # stored absolute, so that evaluate works from any directory
     data = DataSpec(args.data, str(Path(root).resolve()), args.category, args.foreground_dir)
     model, tcfg = methods.resolve(
@@ -181,13 +166,13 @@ def _train(args: argparse.Namespace) -> int:
 
 def _import_official(args: argparse.Namespace) -> int:
 
+    from n2n_core import methods
     from n2n_core.train import DataSpec, import_official
 
-    root = args.root or str(default_root() / args.data)
+    root = _root(args.root, args.data)
     data = DataSpec(args.data, str(Path(root).resolve()), "all")
-    import_official(
-        args.out, args.method, args.checkpoint, args.config, args.classes, args.vae, data
-    )
+    options = {o.setting: getattr(args, o.dest) for o in methods.get(args.method).import_options}
+    import_official(args.out, args.method, args.checkpoint, data, **options)
     print(f"[n2n] imported {args.checkpoint} -> {args.out}; next: python -m n2n_core evaluate RUN")
     return 0
 
@@ -211,54 +196,28 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    """Execute notebook 10 (DiffusionAD) or 11 (DeCo-Diff) for the target with papermill."""
+    """Train, evaluate and compare the target in this process (``reproduce.reproduce``, which
+    notebooks 10 and 11 call too)."""
+    from n2n_core import methods
+    from n2n_core.reproduce import TARGETS, released_folder, reproduce, run_folder
 
-    from n2n_core import methods, runner
-    from n2n_core.reproduce import TARGETS, check, released_folder, reproduce, run_folder
-
-    t = TARGETS[args.target]
-    folder = released_folder if args.weights else run_folder
-    out = Path(args.runs or folder(args.target, args.profile)).resolve()
-    notebook = methods.get(t.method).reproduce_notebook
-    steps = {"train.steps": args.steps} if args.steps is not None else None
-    if notebook is None or t.ablations or args.weights:  # the same steps in-process
-        table = reproduce(
-            args.target, args.profile, args.root, out, args.categories or None, steps,
-            args.download, args.seed, args.tables, args.weights, args.config, args.vae,
-            args.texture_dir, args.foreground_dir,
-        )  # fmt: skip
-        for row, m in table.items():
-            print(f"[n2n] {row}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
-        print(f"[n2n] report: {out / 'report.md'}")
-        return 0
-    if args.tables:
-        raise ValueError(f"--tables is for the ablation targets, not {args.target}")
-    _need_notebook_tools("reproduce")
-    texture_dir = str(Path(args.texture_dir).resolve()) if args.texture_dir else None
-    # what the notebook would find missing after a kernel start, found in seconds here
-    check(
-        args.target, args.profile, args.root, args.categories or None,
-        {**(steps or {}), **({"train.texture_dir": texture_dir} if texture_dir else {})},
-        args.download, out,
+    options = {}
+    if args.weights:  # the method's import-official options, as given
+        imports = methods.get(TARGETS[args.target].method).import_options
+        options = {o.setting: getattr(args, o.dest, None) for o in imports}
+    table = reproduce(
+        args.target, profile=args.profile, root=args.root, runs=args.runs,
+        categories=args.categories or None,
+        overrides={"train.steps": args.steps} if args.steps is not None else None,
+        download=args.download, seed=args.seed, tables=args.tables, weights=args.weights,
+        weights_options={k: v for k, v in options.items() if v is not None},
+        texture_dir=args.texture_dir, foreground_dir=args.foreground_dir,
     )  # fmt: skip
-    params = {
-        "target": args.target,
-        "seed": args.seed,
-        "data_root": str(Path(args.root).resolve()) if args.root else None,
-        "run_root": str(out),
-        "categories": args.categories or None,
-        "steps": args.steps,
-        "download": args.download,
-    }
-    if texture_dir:  # only notebook 10 declares these two
-        params["texture_dir"] = texture_dir
-    if args.foreground_dir:
-        params["foreground_dir"] = str(Path(args.foreground_dir).resolve())
-    rows = runner.run_notebooks(args.profile, out, only=[notebook], parameters=params)
-    if rows[0]["status"] != "ok":
-        print(f"error: {rows[0]['error']} (see {rows[0]['executed']})")
-        return 1
-    print(f"[n2n] report: {out / 'report.md'}; executed notebook: {rows[0]['executed']}")
+    for row, m in table.items():
+        print(f"[n2n] {row}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
+    default = released_folder if args.weights else run_folder
+    out = Path(args.runs) if args.runs else default(args.target, args.profile)
+    print(f"[n2n] report: {out / 'report.md'}")
     return 0
 
 
@@ -271,135 +230,120 @@ def _book(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m n2n_core", description=__doc__)
-    parser.add_argument(
-        "--debug", action="store_true", help="show an error's full traceback (anywhere on the line)"
-    )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _add_set(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def _add_method_options(parser: argparse.ArgumentParser, attr: str) -> None:
+    """Each registered method's options (``Method.options`` / ``import_options``) in a group
+    named after it; a flag that two methods share is added once."""
+    from n2n_core import methods
+
+    seen = {a.dest for a in parser._actions}
+    for name in methods.names():
+        group = None
+        for option in getattr(methods.get(name), attr):
+            if option.dest not in seen:
+                group = group or parser.add_argument_group(name)
+                option.add_to(group)
+                seen.add(option.dest)
+
+
+def _notebook_commands(sub: argparse._SubParsersAction) -> None:
     nb = sub.add_parser("notebooks", help="run notebooks/NN_*.ipynb headless via papermill")
     nb.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
     nb.add_argument("--out", help="folder for executed copies + summary (runs/<profile>)")
     nb.add_argument("--only", nargs="*", default=[], help="notebook name prefixes, e.g. 01 04")
     nb.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
+        "--param", action="append", default=[], metavar="NAME=VALUE",
         help="extra papermill parameter; must be declared by every notebook run",
-    )
+    )  # fmt: skip
     nb.add_argument("--notebooks-dir", help="where the notebooks are (default: the repo's)")
     nb.add_argument(
-        "--inplace",
-        action="store_true",
+        "--inplace", action="store_true",
         help="re-execute the committed notebooks in place (refresh stored outputs)",
-    )
+    )  # fmt: skip
     nb.set_defaults(func=_notebooks)
-
     bk = sub.add_parser("book", help="render the committed notebooks to a static HTML book")
     bk.add_argument("--out", default="book", help="output folder (default: book)")
     bk.set_defaults(func=_book)
 
+
+def _data_commands(sub: argparse._SubParsersAction) -> None:
+    from n2n_core.data.readers import SOURCES
+
     dl = sub.add_parser("download", help="download, verify and unpack a dataset")
     dl.add_argument("dataset", choices=["mvtec", "visa", "dagm", "dtd"])
-    dl.add_argument("--root", default="data", help="datasets folder (default: data)")
+    dl.add_argument(
+        "--root", default=str(default_root()), help=f"datasets folder (default: {default_root()})"
+    )
     dl.add_argument("--keep-archives", action="store_true", help="keep the downloaded archives")
     dl.set_defaults(func=_download)
+    da = sub.add_parser(
+        "data", help="list a dataset's categories and split sizes (checks it); builds the "
+        "embedded ones (synthetic, photos) first",
+    )  # fmt: skip
+    da.add_argument("source", choices=SOURCES)
+    da.add_argument("--root", help="dataset root (default: data/<source>)")
+    da.add_argument("--category", nargs="*", default=[])
+    da.add_argument(
+        "--no-open", action="store_true", help="only list the files (default: decode each one)"
+    )
+    da.set_defaults(func=_data)
 
+
+def _train_command(sub: argparse._SubParsersAction, with_methods: bool) -> None:
+    from n2n_core import methods
     from n2n_core.data.readers import SOURCES
 
     tr = sub.add_parser("train", help="train a method into a run folder")
-    from n2n_core import methods
-
     tr.add_argument("--method", choices=methods.names(), default=methods.DEFAULT)
     tr.add_argument("--data", choices=SOURCES, default="synthetic")
     tr.add_argument(
         "--root", help="dataset root (default: data/<data>, data/synthetic for synthetic)"
     )
     tr.add_argument(
-        "--category",
-        help="a category, or 'all' (one model for every category: decodiff's default)",
-    )
+        "--category", help="a category, or 'all' (one model for every category; the default "
+        "of methods that train one model for all)",
+    )  # fmt: skip
     tr.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
     tr.add_argument("--out", required=True, type=_folder, help="run folder")
     tr.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last")
-    tr.add_argument("--variant", choices=["full", "segmentation_only", "denoising_only"])
-    tr.add_argument("--steps", type=_positive(int))
-    tr.add_argument("--epochs", type=_positive(int))
-    tr.add_argument("--image-size", type=_positive(int))
-    tr.add_argument("--seed", type=int)
-    tr.add_argument("--lr", type=_positive(float))
-    tr.add_argument("--batch-size", type=_positive(int))
-    tr.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"])
-    tr.add_argument("--grad-accum", type=_positive(int))
-    tr.add_argument("--gradient-checkpointing", action="store_true")
-    tr.add_argument("--checkpoint-every", type=_positive(int))
-    tr.add_argument(
-        "--lambdas", type=_positive(int), nargs="+", help="inference steps λ (default 100 200)"
-    )
-    tr.add_argument(
-        "--norm-guided",
-        action="store_true",
-        help="the official code's norm-guided two-timestep variant (not the paper)",
-    )
-    tr.add_argument("--texture-dir", help="DTD images for anomaly appearances")
+    for option in TRAIN_OPTIONS:
+        option.add_to(tr)
     tr.add_argument("--foreground-dir", help="precomputed foreground masks <stem>.png")
-    tr.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any setting, e.g. train.lr=3e-4 or model.vae.steps=300 (unknown keys are refused "
-        "with the valid ones)",
-    )
-    dc = tr.add_argument_group("decodiff")
-    dc.add_argument("--vae", help="pretrained AutoencoderKL: hub id or local folder")
-    dc.add_argument(
-        "--vae-steps", type=_positive(int), help="training steps of the small autoencoder"
-    )
-    dc.add_argument("--strategy", choices=["z_t-1", "z_0"], help="correction strategy (Table 3)")
-    dc.add_argument("--reverse-steps", type=_positive(int), help="correction steps (default 5)")
-    dc.add_argument(
-        "--anomaly-map", choices=["pixel", "latent", "arithmetic", "geometric"], help="Table 4"
-    )
-    dc.add_argument(
-        "--unconditional", action="store_true", help="no class conditioning for --category all"
-    )
+    _add_set(tr, "any setting, e.g. train.lr=3e-4 or model.vae.steps=300 (unknown keys are "
+             "refused with the valid ones)")  # fmt: skip
+    if with_methods:
+        _add_method_options(tr, "options")
     tr.set_defaults(func=_train)
+
+
+def _run_commands(sub: argparse._SubParsersAction, with_methods: bool) -> None:
+    from n2n_core import methods
+    from n2n_core.data.readers import SOURCES
 
     ev = sub.add_parser("evaluate", help="a run on its test split -> RUN_DIR/metrics.json")
     ev.add_argument("run_dir")
     ev.add_argument("--lambdas", type=_positive(int), nargs="+")
     ev.add_argument("--top-k", type=_positive(int))
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an inference setting of the run's model config, e.g. reverse_steps=10",
-    )
+    _add_set(ev, "an inference setting of the run's model config, e.g. reverse_steps=10")
     ev.set_defaults(func=_evaluate)
-
     im = sub.add_parser(
         "import-official", help="a run folder from a checkpoint released by a paper's authors"
     )
     im.add_argument("method", choices=methods.names())
     im.add_argument("checkpoint", help="the released file, e.g. DeCo-Diff's {'model': state_dict}")
-    im.add_argument(
-        "--config", default="UNet_L", help="UNet_XS..UNet_XL or a JSON file of its arguments"
-    )
-    im.add_argument(
-        "--classes",
-        default="mvtec",
-        help="mvtec | visa (the official class order) or NAME,NAME,...",
-    )
-    im.add_argument("--vae", help="the autoencoder: a folder or hub id (default: the paper's)")
     im.add_argument("--data", default="mvtec", choices=SOURCES, help="the dataset to evaluate on")
     im.add_argument("--root", help="dataset root (default: data/<data>)")
     im.add_argument("--out", required=True, type=_folder, help="the run folder to write")
+    if with_methods:
+        _add_method_options(im, "import_options")
     im.set_defaults(func=_import_official)
 
+
+def _reproduce_command(sub: argparse._SubParsersAction, with_methods: bool) -> None:
     from n2n_core.reproduce import TARGETS
 
     rp = sub.add_parser("reproduce", help="rerun a paper table: train, evaluate, compare")
@@ -423,28 +367,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--download", action="store_true", help="download the dataset first if it is missing"
     )
     rp.add_argument(
-        "--weights", help="evaluate the authors' released checkpoint instead of training "
-        "(decodiff-mvtec, decodiff-visa); with --config and --vae as import-official",
+        "--weights", help="evaluate the authors' released checkpoint instead of training, "
+        "with the method's import-official options",
     )  # fmt: skip
-    rp.add_argument("--config", default="UNet_L", help="with --weights: the official UNet")
-    rp.add_argument("--vae", help="with --weights: the autoencoder folder or hub id")
     rp.add_argument(
         "--tables", nargs="*", help="ablation targets: a subset of the paper tables, e.g. "
         "diffusionad_table4 (default: all of the method's)",
     )  # fmt: skip
+    if with_methods:
+        _add_method_options(rp, "import_options")
     rp.set_defaults(func=_reproduce)
 
-    da = sub.add_parser(
-        "data", help="list a dataset's categories and split sizes (checks it); builds the "
-        "embedded ones (synthetic, photos) first",
-    )  # fmt: skip
-    da.add_argument("source", choices=SOURCES)
-    da.add_argument("--root", help="dataset root (default: data/<source>)")
-    da.add_argument("--category", nargs="*", default=[])
-    da.add_argument(
-        "--no-open", action="store_true", help="only list the files (default: decode each one)"
+
+def build_parser(with_methods: bool = True) -> argparse.ArgumentParser:
+    """The command line; ``with_methods``: add every registered method's own options (imports
+    each method; commands that need none start faster without)."""
+    parser = _Parser(prog="python -m n2n_core", description=__doc__)
+    parser.add_argument(
+        "--debug", action="store_true", help="show an error's full traceback (anywhere on the line)"
     )
-    da.set_defaults(func=_data)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _notebook_commands(sub)
+    _data_commands(sub)
+    _train_command(sub, with_methods)
+    _run_commands(sub, with_methods)
+    _reproduce_command(sub, with_methods)
     return parser
 
 
@@ -454,7 +401,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line
     try:
-        args = build_parser().parse_args([a for a in argv if a != "--debug"])
+        argv = [a for a in argv if a != "--debug"]
+        command = next((a for a in argv if not a.startswith("-")), None)
+        with_methods = command in (None, "train", "import-official", "reproduce")
+        args = build_parser(with_methods).parse_args(argv)
         return args.func(args)
     except TrainingInterrupted as exc:  # Ctrl-C / SIGTERM: the checkpoint is saved
         print(f"[n2n] {exc}")

@@ -29,7 +29,16 @@ from n2n_core.data import AnomalyDataset, load_samples
 from n2n_core.device import default_device
 from n2n_core.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from n2n_core.methods import Prediction
-from n2n_core.metrics import METRIC_KEYS, aupro_grid, evaluate, mean_table
+from n2n_core.metrics import (
+    METRIC_KEYS,
+    OFFICIAL_GRID,
+    aupro_grid,
+    evaluate,
+    mean_or_none,
+    mean_table,
+)
+from n2n_core.papers import paper_of
+from n2n_core.run_folder import RunFolder
 
 __all__ = [
     "evaluate_run",
@@ -41,52 +50,31 @@ __all__ = [
 ]
 
 
-def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    weights = run_dir / "model.safetensors"
-    if not weights.is_file():
-        from n2n_core.train import _resumable
-
-        hint = (
-            "resume it: train with the same options and --resume"
-            if _resumable(run_dir)
-            else "it has no checkpoint either: train it again with the same --out"
-        )
-        raise FileNotFoundError(f"{weights} not found: the run has not finished ({hint})")
-    try:
-        return load_file(weights)
-    except Exception as exc:  # truncated or not a safetensors file
-        raise ValueError(
-            f"cannot read {weights} ({exc}): the file is damaged; train again, or resume if "
-            "checkpoints/last exists"
-        ) from None
-
-
-def load_model(run_dir: Path | str, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """The trained network of a finished run, in eval mode."""
-    cfg, _, _ = methods.load_run(run_dir)
-    model = methods.method_of(cfg).build(cfg)
-    model.load_state_dict(_weights(Path(run_dir)))
-    return model.to(device).eval()
-
-
-def _config(run_dir: Path, overrides: dict | None) -> Any:
-    cfg = methods.load_run(run_dir)[0]
+def _config(run: RunFolder, overrides: dict | None) -> Any:
+    cfg = run.configs[0]
     for key, value in (overrides or {}).items():
         cfg = methods.set_field(cfg, key, value)
     return cfg
 
 
 def load_predictor(
-    run_dir: Path | str, device: str | torch.device = "cpu", overrides: dict | None = None
+    run_dir: Path | str | RunFolder,
+    device: str | torch.device = "cpu",
+    overrides: dict | None = None,
 ) -> tuple[methods.Method, Any, Any]:
     """(method, model config, what the method's ``predict`` takes) for a finished run;
     ``overrides`` replace inference settings of the stored config (e.g. ``{"lambdas": (100,)}``
     for DiffusionAD, ``{"reverse_steps": 10}`` for DeCo-Diff)."""
-    cfg = _config(Path(run_dir), overrides)
+    run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
+    cfg = _config(run, overrides)
     method = methods.method_of(cfg)
-    return method, cfg, method.load(Path(run_dir), cfg, _weights(Path(run_dir)), device)
+    return method, cfg, method.load(run.path, cfg, run.weights(), device)
+
+
+def load_model(run_dir: Path | str, device: str | torch.device = "cpu") -> Any:
+    """The trained model of a finished run, in eval mode, as the method loads it (DeCo-Diff's
+    with its autoencoder)."""
+    return load_predictor(run_dir, device)[2]
 
 
 @torch.no_grad()
@@ -113,7 +101,7 @@ def predict_dataset(
 
 
 def predict_categories(
-    run_dir: Path | str,
+    run_dir: Path | str | RunFolder,
     seed: int = 0,
     device: str | torch.device = "cpu",
     overrides: dict | None = None,
@@ -121,8 +109,9 @@ def predict_categories(
     """For each category of a run's test split: (category, dataset, prediction, masks, labels,
     seconds the prediction took), the model loaded once (``overrides`` as in
     ``load_predictor``)."""
-    method, cfg, model = load_predictor(run_dir, device, overrides)
-    data = methods.load_run(run_dir)[2]
+    run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
+    method, cfg, model = load_predictor(run, device, overrides)
+    data = run.configs[2]
     for cat in categories_of(data):
         ds = method.dataset(cfg, load_samples(data.source, data.root, cat, "test"))
         start = time.perf_counter()
@@ -222,14 +211,15 @@ def evaluate_run(
     """Evaluate a run on its test split, category by category; returns (and writes) the
     seven metrics — for a multi-category run their unweighted mean over categories, as the
     papers report. ``overrides``: inference settings, as in ``load_predictor``."""
-    run_dir = Path(run_dir)
-    dev = device or default_device()
-    cfg = _config(run_dir, overrides)
+    run = RunFolder(run_dir)
+    run_dir, dev = run.path, device or default_device()
+    cfg = _config(run, overrides)
     method = methods.method_of(cfg)
-    grid = method.official_grid_aupro
+    paper = paper_of(method.name)
+    grid = paper.grid_aupro if paper else None
     per_cat, rows, counts, grid_aupro = {}, [], {"test_images": 0, "anomalous": 0}, {}
     seconds, fig = 0.0, None
-    for cat, ds, pred, masks, labels, took in predict_categories(run_dir, seed, dev, overrides):
+    for cat, ds, pred, masks, labels, took in predict_categories(run, seed, dev, overrides):
         seconds += took
         per_cat[cat] = metrics_of(pred, masks, labels)
         if grid and bool((masks > 0.5).any()):
@@ -248,10 +238,11 @@ def evaluate_run(
         info = {"method": method.name, "categories": list(per_cat), "resolution": cfg.image_size}
         info |= {**method.eval_info(cfg), "seed": seed, "overrides": overrides or {}, **counts}
         info |= {"seconds": seconds, "images_per_second": counts["test_images"] / seconds}
-        if grid_aupro:  # paper-compatible, named so; metrics.json keeps the exact AUPRO
-            vals = [v for v in grid_aupro.values() if v is not None]
-            grid_aupro["mean"] = sum(vals) / len(vals) if vals else None
-            info[f"pixel_aupro_grid{grid[0]}_{grid[1]}_official"] = grid_aupro
+        if grid and grid_aupro:  # paper-compatible, named so; metrics.json keeps the exact one
+            info[OFFICIAL_GRID] = {
+                "thresholds": grid[0], "fpr_rescale": grid[1], "categories": grid_aupro,
+                "mean": mean_or_none(list(grid_aupro.values())),
+            }  # fmt: skip
         info["device"] = str(dev)
         try:
             atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")

@@ -16,15 +16,15 @@ Definitions (MVTec AD's protocol; docs/metrics.md and notebook 04 explain them):
   under strictly increasing transforms of the scores.
 
 Pixel scores are compared in float32 (the precision of the anomaly maps the models make;
-float64 maps are rounded to float32 first). All four pixel metrics come from *one* sort of
-a packed uint64 key (descending score bits | region id) followed by a streamed sweep in
-chunks: counts are int64, PRO sums float64, and nothing of size #pixels is kept beyond the
-key itself. ``aupro_grid`` is the paper-codebase approximation, opt-in and named so.
-
-Maps that live on a GPU (torch tensors on CUDA) take the same sweep from one ``torch.sort``
-on their device (``backend="torch"``, chosen automatically): only the masks' region
-labelling and the curve points at tie-run ends come to the CPU. Values agree with the NumPy
-path to float64 rounding (tested on CPU tensors).
+float64 maps are rounded to float32 first). On the CPU the four pixel metrics come from a sort
+of the normal pixels' scores and one of the defect pixels' (32-bit keys), visiting only the tie
+runs that hold a defect pixel (``_positive_run_metrics``): counts are int64, PRO sums float64.
+Maps that live on a GPU (torch tensors on CUDA) take one ``torch.sort`` on their device and the
+full sweep over every tie run (``backend="torch"``, chosen automatically): only the masks'
+region labelling and the curve points at tie-run ends come to the CPU. Values agree with the
+NumPy path to float64 rounding (tested on CPU tensors). ``pro_curve`` (for plots) sweeps a
+packed uint64 key (descending score bits | region id). ``aupro_grid`` is the paper-codebase
+approximation, opt-in and named so (``pixel_aupro_official_grid``).
 """
 
 from __future__ import annotations
@@ -38,10 +38,12 @@ from scipy import ndimage
 
 __all__ = [
     "METRIC_KEYS",
+    "OFFICIAL_GRID",
     "aupro_grid",
     "binary_metrics",
     "evaluate",
     "grid_pro_curve",
+    "mean_or_none",
     "mean_table",
     "pixel_metrics",
     "pro_curve",
@@ -57,6 +59,8 @@ METRIC_KEYS = (
     "pixel_f1max",
     "pixel_aupro",
 )
+# the AUPRO as the official codes compute it (``aupro_grid``): its one name, beside the exact one
+OFFICIAL_GRID = "pixel_aupro_official_grid"
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
@@ -438,8 +442,15 @@ def _positive_run_metrics(a: np.ndarray, m: np.ndarray, P: int, fpr_limit: float
         "pixel_ap": float(np.dot(dtp, tp / (tp + fp))) / P,
         "pixel_f1max": float((2 * tp / (tp + fp + P)).max()),
     }
-    # PRO against FPR: a rectangle up to each positive run, a trapezoid across it, a
-    # rectangle after the last one; the area up to the FPR limit, divided by the limit
+    out["pixel_aupro"] = _aupro_at_positive_runs(fp, dfp, pro, N, fpr_limit)
+    return out
+
+
+def _aupro_at_positive_runs(
+    fp: np.ndarray, dfp: np.ndarray, pro: np.ndarray, N: int, fpr_limit: float
+) -> float:
+    """PRO against FPR: a rectangle up to each positive run, a trapezoid across it, a
+    rectangle after the last one; the area up to the FPR limit, divided by the limit."""
     x_end = fp / N
     x_start = (fp - dfp) / N
     y_prev = np.r_[0.0, pro[:-1]]
@@ -452,8 +463,7 @@ def _positive_run_metrics(a: np.ndarray, m: np.ndarray, P: int, fpr_limit: float
     xc = np.minimum(x1, fpr_limit)
     width = x1 - x0
     yc = np.where(width > 0, y0 + (y1 - y0) * (xc - x0) / np.where(width > 0, width, 1), y1)
-    out["pixel_aupro"] = float(np.dot(xc - x0, (y0 + yc) / 2)) / fpr_limit
-    return out
+    return float(np.dot(xc - x0, (y0 + yc) / 2)) / fpr_limit
 
 
 def pro_curve(maps: object, masks: object) -> tuple[np.ndarray, np.ndarray]:
@@ -470,12 +480,9 @@ def pro_curve(maps: object, masks: object) -> tuple[np.ndarray, np.ndarray]:
 
 
 def grid_pro_curve(
-    maps: object,
-    masks: object,
-    num_thresholds: int = 200,
-    fpr_limit: float = 0.3,
+    maps: object, masks: object, num_thresholds: int = 200, fpr_limit: float = 0.3,
     rescale: str = "minmax",
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """The curve behind ``aupro_grid``: (FPR rescaled to [0, 1], PRO) at the grid thresholds
     whose FPR is below ``fpr_limit``, from high to low threshold. ``rescale="minmax"``:
     (FPR − min)/(max − min), the CFlow-style codebases (official DiffusionAD); ``"max"``:
@@ -554,7 +561,8 @@ def evaluate(
     top-50 mean, which the method computes and passes here). ``labels`` default to "mask is
     not empty"; when given, no normal image may have defect pixels (an anomalous one without
     any, e.g. a tiny defect lost to resizing, counts at image level only).
-    ``paper_grid_thresholds=1000`` adds ``pixel_aupro_grid``, the paper-codebase approximation
+    ``paper_grid_thresholds=1000`` adds ``pixel_aupro_official_grid``, the paper-codebase
+    approximation
     (``aupro_grid``), beside the exact value. ``backend``: as in ``pixel_metrics`` (maps on a
     GPU are swept there).
     """
@@ -582,7 +590,7 @@ def evaluate(
     out.update(_pixel_metrics(a, m, fpr_limit, chunk_size=1 << 20))
     if paper_grid_thresholds:
         grid_maps = a if isinstance(a, np.ndarray) else _to_numpy(a, "maps")
-        out["pixel_aupro_grid"] = aupro_grid(grid_maps, m, paper_grid_thresholds, fpr_limit)
+        out[OFFICIAL_GRID] = aupro_grid(grid_maps, m, paper_grid_thresholds, fpr_limit)
     return out
 
 
@@ -596,6 +604,14 @@ def mean_table(
     if rows:
         rows["mean"] = {k: float(np.mean([r[k] for r in rows.values()])) for k in keys}
     return rows
+
+
+def mean_or_none(values: Sequence[float | None]) -> float | None:
+    """The mean of per-category values, None if any is unknown (a grid AUPRO with too few
+    grid points below the FPR limit) or there are none: a partial mean is not the mean."""
+    if not values or any(v is None for v in values):
+        return None
+    return float(np.mean(values))
 
 
 def to_markdown(

@@ -2,7 +2,8 @@
 
 Notebooks and the CLI take a profile *name* and look it up here, so the smoke and the paper
 run execute the same cells with different numbers. Each method keeps its own tables under the
-same names (``methods.diffusionad.PROFILES``, ``train.TRAIN_PROFILES``).
+same names (``Method.profiles``, ``Method.train_profiles``; ``Method.check`` requires every name
+here).
 """
 
 from __future__ import annotations

@@ -12,70 +12,41 @@ crash or a Colab disconnect.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from n2n_core import paper_tables
 from n2n_core.config import DataSpec
 from n2n_core.io import atomic_write_csv, atomic_write_text
-from n2n_core.metrics import METRIC_KEYS, mean_table
+from n2n_core.metrics import METRIC_KEYS, OFFICIAL_GRID, mean_or_none, mean_table
+from n2n_core.papers import PAPERS, Target, targets
 
 __all__ = [
-    "RELEASED", "TARGETS", "Target", "check", "released_folder", "reproduce", "run_folder",
+    "Target", "check", "released_folder", "reproduce", "run_folder",
 ]  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Target:
-    method: str  # a registered method (n2n_core.methods)
-    dataset: str  # a reader source: mvtec | visa | dagm | synthetic | photos
-    tables: tuple[str, ...] = ()  # paper tables to compare with (may be empty)
-    paper_method: str = ""  # the method's row name in those tables
-    ablations: bool = False  # the method's ablation tables (``Method.ablations``) instead
-    released: str = ""  # the table of the authors' released weights (``reproduce --weights``)
+def __getattr__(name: str) -> Any:
+    if name == "TARGETS":  # every target of the registered methods (``papers.targets``)
+        return targets()
+    if name == "RELEASED":  # the targets that accept --weights
+        return sorted(n for n, t in targets().items() if t.released)
+    raise AttributeError(name)
 
 
-TARGETS = {
-    "diffusionad-visa": Target(
-        "diffusionad", "visa", ("diffusionad_table1", "diffusionad_table2"), "DiffusionAD"
-    ),
-    "diffusionad-dagm": Target("diffusionad", "dagm", ("diffusionad_table5",), "DiffusionAD"),
-    "diffusionad-mvtec": Target("diffusionad", "mvtec", (), "DiffusionAD"),  # no MVTec table
-    "decodiff-mvtec": Target(
-        "decodiff", "mvtec", ("decodiff_table1",), "DeCo-Diff", released="decodiff_released"
-    ),
-    "decodiff-visa": Target(
-        "decodiff", "visa", ("decodiff_table2",), "DeCo-Diff", released="decodiff_released"
-    ),
-    "diffusionad-synthetic": Target("diffusionad", "synthetic", (), "DiffusionAD"),
-    "decodiff-synthetic": Target("decodiff", "synthetic", (), "DeCo-Diff"),
-    "diffusionad-photos": Target("diffusionad", "photos"),  # the photographic benchmark (#16)
-    "decodiff-photos": Target("decodiff", "photos"),
-    # Tables 3-4 of each paper (Method.ablations): <method>-ablations on the paper's dataset,
-    # <method>-ablations-<dataset> on another (synthetic: the smoke notebooks 06 and 09)
-    "diffusionad-ablations": Target("diffusionad", "visa", ablations=True),
-    "decodiff-ablations": Target("decodiff", "mvtec", ablations=True),
-    **{
-        f"{m}-ablations-{d}": Target(m, d, ablations=True)
-        for m, ds in [("diffusionad", ("synthetic", "mvtec", "visa", "dagm")),
-                      ("decodiff", ("synthetic", "mvtec", "visa"))]
-        for d in ds
-    },
-    # the non-diffusion reference: no paper table, ours only
-    **{f"patchknn-{d}": Target("patchknn", d)
-       for d in ("synthetic", "photos", "mvtec", "visa", "dagm")},
-}  # fmt: skip
-RELEASED = sorted(name for name, t in TARGETS.items() if t.released)  # accept --weights
+def _target(name: str) -> Target:
+    known = targets()
+    if name not in known:
+        raise ValueError(f"unknown target {name!r}; known: {sorted(known)}")
+    return known[name]
 
 
 def run_folder(target: str, profile: str) -> Path:
-    """Where ``target``'s runs and report go by default: ``runs/<profile>/<target>``; the
-    embedded data's targets share the run folders of notebooks 05 and 09."""
+    """Where ``target``'s runs and report go by default: ``runs/<profile>/<folder>``
+    (``Target.folder``: the embedded data's targets share the notebooks' run folders)."""
     from n2n_core.paths import default_runs
 
-    t = TARGETS[target]
-    return default_runs() / profile / (t.method if t.dataset == "synthetic" else target)
+    return default_runs() / profile / _target(target).folder
 
 
 def released_folder(target: str, profile: str) -> Path:
@@ -152,6 +123,7 @@ def _train(
 
 def check(
     target: str,
+    *,
     profile: str = "smoke",
     root: Path | str | None = None,
     categories: list[str] | None = None,
@@ -166,8 +138,9 @@ def check(
     folder, whose finished runs need nothing more."""
     from n2n_core.data import list_categories
     from n2n_core.methods import get
+    from n2n_core.run_folder import RunFolder
 
-    t = TARGETS[target]
+    t = _target(target)
     root = _data_root(t, root, download)
     cats = categories or list_categories(t.dataset, root)
     method = get(t.method)
@@ -175,7 +148,7 @@ def check(
     for run, cfg, tcfg, data in _runs(
         t, profile, root, out or Path("."), cats, categories is not None, overrides or {}
     ):
-        if out is not None and (run / "model.safetensors").is_file():
+        if out is not None and RunFolder(run).finished:
             continue
         try:
             method.prepare(cfg, tcfg, data)
@@ -190,6 +163,7 @@ def check(
 
 def reproduce(
     target: str,
+    *,
     profile: str = "smoke",
     root: Path | str | None = None,
     runs: Path | str | None = None,
@@ -199,100 +173,99 @@ def reproduce(
     seed: int | None = None,
     tables: list[str] | None = None,
     weights: Path | str | None = None,
-    weights_config: str = "UNet_L",
-    vae: str | None = None,
+    weights_options: dict[str, Any] | None = None,
     texture_dir: Path | str | None = None,
     foreground_dir: Path | str | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Train/evaluate every category of ``target`` and write the comparison report; returns
-    our per-category metrics with their mean (an ablation target: per table row, the mean
-    over categories). ``overrides``: settings replacing the profile's (``{"train.steps": 5}``
-    or ``{"model": {...}, "train": {...}}``); ``seed``: the training seed; ``tables``: for an
-    ablation target, which of the method's tables (default all). ``download``: fetch the
-    dataset into ``root``'s parent folder first if ``root`` does not exist yet. ``weights``:
-    evaluate the authors' released checkpoint instead of training (``import-official``; its
-    ``weights_config`` and ``vae``) into ``runs`` (default ``runs/<profile>/<target>-released``),
-    reported beside the paper's table and the released weights' own results.
+    """Train/evaluate every category of ``target`` and write the comparison report into
+    ``runs`` (default ``run_folder(target, profile)``); returns our per-category metrics with
+    their mean (an ablation target: per table row, the mean over categories). The command
+    line's ``reproduce`` and notebooks 10 and 11 call this.
+
+    ``overrides``: settings replacing the profile's (``{"train.steps": 5}`` or
+    ``{"model": {...}, "train": {...}}``); ``seed``: the training seed; ``tables``: for an
+    ablation target, which of the paper's ablation tables (default all); ``download``: fetch
+    the dataset into ``root``'s parent folder first if ``root`` does not exist yet;
+    ``weights``: evaluate the authors' released checkpoint instead of training
+    (``import-official`` with ``weights_options``, e.g. DeCo-Diff's ``config`` and ``vae``),
+    reported beside the paper's table and the released weights' own results;
     ``texture_dir``: the anomaly textures (DiffusionAD's paper profile: default
     ``<root's parent>/dtd/images``, required); ``foreground_dir``: precomputed foreground masks
     ``<foreground_dir>/<category>/<stem>.png`` instead of the estimated ones."""
     from n2n_core.data import list_categories
-    from n2n_core.evaluate import evaluate_run
-    from n2n_core.run_files import metrics_per_category, official_grid_aupro
 
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; known: {sorted(TARGETS)}")
-    t = TARGETS[target]
+    t = _target(target)
+    if tables and not t.ablations:
+        raise ValueError(f"tables (--tables) are for the ablation targets, not {target}")
     if weights is not None and not t.released:
-        raise ValueError(f"{target}: no released weights to evaluate (--weights is for {RELEASED})")
+        released = sorted(n for n, x in targets().items() if x.released)
+        raise ValueError(f"{target}: no released weights to evaluate (--weights is for {released})")
     root = _data_root(t, root, download)
     cats = categories or list_categories(t.dataset, root)
     overrides = {**(overrides or {}), **({} if seed is None else {"train.seed": seed})}
     if texture_dir is not None:
         overrides["train.texture_dir"] = str(Path(texture_dir).resolve())
     out = Path(runs) if runs else run_folder(target, profile)
-    if weights is None:  # DTD and co. before the first category trains, not after it
-        check(target, profile, root, categories, overrides, download, None if t.ablations else out)
-    if t.ablations:
-        return _ablations(
-            target, profile, root, runs, cats, categories is not None, overrides, tables
-        )
     if weights is not None:
-        return _released(target, profile, root, runs, Path(weights), weights_config, vae)
-
-    def done(run: Path) -> bool:  # evaluated after the model was last written
-        m, w = run / "metrics.json", run / "model.safetensors"
-        return m.is_file() and w.is_file() and m.stat().st_mtime >= w.stat().st_mtime
-
-    ours: dict[str, dict[str, float]] = {}
-    grid: tuple[str, dict[str, float | None]] = ("", {})
+        out = Path(runs) if runs else released_folder(target, profile)
+        return _released(t, target, profile, root, out, Path(weights), weights_options or {})
+    # DTD and co. before the first category trains, not after it
+    check(target, profile=profile, root=root, categories=categories, overrides=overrides,
+          download=download, runs=None if t.ablations else out)  # fmt: skip
     one = categories is not None
-    for run in _train(t, profile, root, out, cats, one, overrides, foreground_dir):
-        if not done(run):
-            evaluate_run(run)
-        ours |= {c: r for c, r in metrics_per_category(run).items() if c != "mean"}
-        key, values = official_grid_aupro(run)
-        grid = (key or grid[0], grid[1] | values)
-    table = mean_table(ours)
+    if t.ablations:
+        return _ablations(t, target, profile, root, runs, cats, one, overrides, tables)
+    runs_ = _train(t, profile, root, out, cats, one, overrides, foreground_dir)
+    table, grid = _evaluated(runs_)
     _write_report(out, target, profile, table, _paper_numbers(t), grid=grid)
     return table
 
 
-def _released(
-    target: str, profile: str, root: Path, runs: Path | str | None, weights: Path,
-    config: str, vae: str | None,
-) -> dict[str, dict[str, float]]:  # fmt: skip
-    """Import the released checkpoint once, evaluate it once, report it."""
+def _evaluated(runs: list[Path]) -> tuple[dict, dict[str, float | None]]:
+    """Each run evaluated (unless it was after its model was last written): our table with
+    its mean, and the official-grid AUPRO per category."""
     from n2n_core.evaluate import evaluate_run
     from n2n_core.run_files import metrics_per_category, official_grid_aupro
+
+    ours: dict[str, dict[str, float]] = {}
+    grid: dict[str, float | None] = {}
+    for run in runs:
+        m, w = run / "metrics.json", run / "model.safetensors"
+        if not (m.is_file() and m.stat().st_mtime >= w.stat().st_mtime):
+            evaluate_run(run)
+        ours |= {c: r for c, r in metrics_per_category(run).items() if c != "mean"}
+        grid |= official_grid_aupro(run)
+    return mean_table(ours), grid
+
+
+def _released(
+    t: Target, target: str, profile: str, root: Path, out: Path, weights: Path,
+    options: dict[str, Any],
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Import the released checkpoint once, evaluate it once, report it."""
+    from n2n_core.run_folder import RunFolder
     from n2n_core.train import import_official
 
-    t = TARGETS[target]
-    out = Path(runs) if runs else released_folder(target, profile)
-    if not (out / "run.json").is_file():  # the official class order is the dataset's name
+    if not RunFolder(out).started:
         data = DataSpec(t.dataset, str(root.resolve()), "all")
-        import_official(out, t.method, weights, config, t.dataset, vae, data)
-    if not (out / "metrics.json").is_file():
-        evaluate_run(out)
-    ours = {c: r for c, r in metrics_per_category(out).items() if c != "mean"}
-    table = mean_table(ours)
+        import_official(out, t.method, weights, data, **options)
+    table, grid = _evaluated([out])
     paper, released = _paper_numbers(t), _paper_numbers(t, True)
-    _write_report(out, target, profile, table, paper, released, official_grid_aupro(out))
+    _write_report(out, target, profile, table, paper, released, grid)
     return table
 
 
 def _ablations(
-    target: str, profile: str, root: Path, runs: Path | str | None, cats: list[str], one: bool,
-    overrides: dict, tables: list[str] | None,
+    t: Target, target: str, profile: str, root: Path, runs: Path | str | None, cats: list[str],
+    one: bool, overrides: dict, tables: list[str] | None,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
-    """The method's ablation tables (``Method.ablations``): each separately trained variant
-    trained once, each inference setting predicted once for all the rows (maps) it serves."""
+    """The paper's ablation tables (``papers.Paper.ablations``): each separately trained
+    variant trained once, each inference setting predicted once for all the rows (maps) it
+    serves."""
     from n2n_core.device import default_device
     from n2n_core.evaluate import metrics_of, predict_categories
-    from n2n_core.methods import get
 
-    t = TARGETS[target]
-    ablations = get(t.method).ablations
+    ablations = PAPERS[t.method].ablations
     unknown = sorted(set(tables or ()) - set(ablations))
     if unknown:
         raise ValueError(
@@ -308,11 +281,10 @@ def _ablations(
     ours: dict[str, dict[str, dict[str, float]]] = {}  # row → category → metrics
     for group in groups.values():
         a = group[0][1]
-        slug = "-".join(str(v) for v in a.train.values())
         if runs:
-            folder = out / (slug or "full")
+            folder = out / (a.variant or "full")
         else:  # beside the method's own runs, which the rows without a variant share
-            folder = base.with_name(f"{base.name}-{slug}") if slug else base
+            folder = base.with_name(f"{base.name}-{a.variant}") if a.variant else base
         variant = {**overrides, **{f"model.{k}": v for k, v in a.train.items()}}
         for run in _train(t, profile, root, folder, cats, one, variant):
             for cat, _, pred, masks, labels, _ in predict_categories(run, 0, device, a.inference):
@@ -336,7 +308,7 @@ def _write_ablation_report(
         [
             f"# {target} ({profile} profile): ours vs the paper's ablation tables",
             "",
-            f"Percent, mean over the categories of {TARGETS[target].dataset}. Paper numbers from "
+            f"Percent, mean over the categories of {_target(target).dataset}. Paper numbers from "
             "`n2n_core/data/paper_tables/` (their own dataset; blank where the paper has none).",
         ],
     )
@@ -373,53 +345,36 @@ def _environment_note(out: Path) -> list[str]:
     return ["", "Trained with:", "", *(f"- {e}" for e in envs)]
 
 
-GRID = "pixel_aupro_official_grid"  # report rows: the AUPRO as the official code computes it
-
-
 def _grid_rows(
-    table: dict[str, dict[str, float]], grid: tuple[str, dict[str, float | None]]
+    table: dict[str, dict[str, float]], grid: dict[str, float | None]
 ) -> dict[str, float | None]:
-    """category → the official-grid AUPRO, with its mean over categories (None if any is)."""
-    values = grid[1]
-    if not values:
+    """category → the official-grid AUPRO, with its mean over categories (``mean_or_none``)."""
+    if not grid:
         return {}
-    cats = [c for c in table if c != "mean"]
-    out = {c: values.get(c) for c in cats}
-    known = [v for v in out.values() if v is not None]
-    out["mean"] = sum(known) / len(known) if len(known) == len(cats) else None
-    return out
+    out = {c: grid.get(c) for c in table if c != "mean"}
+    return out | {"mean": mean_or_none(list(out.values()))}
 
 
-def _grid_note(key: str, method: str) -> list[str]:
+def _grid_note(method: str) -> list[str]:
     """What the two AUPRO rows are, and how the official code picks its checkpoint."""
-    from n2n_core.methods import get
-
-    m = get(method)
-    n, rescale = m.official_grid_aupro or (0, "")
+    paper = PAPERS[method]
+    n, rescale = paper.grid_aupro or (0, "")
     lines = [
         "",
-        f"AUPRO, two ways: `pixel_aupro` is exact (every threshold, FPR limit 0.3); `{GRID}` "
-        f"is what the official code computes on the same maps ({n} thresholds between the "
-        f"map's min and max, FPR rescaling `{rescale}`; `{key}` in eval_info.json), the way "
-        "the paper's AUPRO was computed. Their difference is metric definition, not model.",
+        f"AUPRO, two ways: `pixel_aupro` is exact (every threshold, FPR limit 0.3); "
+        f"`{OFFICIAL_GRID}` is what the official code computes on the same maps ({n} "
+        f"thresholds between the map's min and max, FPR rescaling `{rescale}`; also in "
+        "eval_info.json), the way the paper's AUPRO was computed. Their difference is metric "
+        "definition, not model.",
     ]
-    if m.official_selection:
-        lines += ["", f"Checkpoint: {m.official_selection}"]
+    if paper.selection:
+        lines += ["", f"Checkpoint: {paper.selection}"]
     return lines
 
 
-def _write_report(
-    out: Path,
-    target: str,
-    profile: str,
-    table: dict[str, dict[str, float]],
-    paper: dict[str, dict[str, float]],
-    released: dict[str, dict[str, float]] | None = None,
-    grid: tuple[str, dict[str, float | None]] = ("", {}),
-) -> None:
-    """report.csv (every category and metric) and report.md (the compared ones); ``grid``:
-    the official-grid AUPRO (``run_files.official_grid_aupro``), a row beside the exact one,
-    compared with the same published AUPRO."""
+def _report_rows(table: dict, paper: dict, grid: dict) -> list[tuple]:
+    """(category, metric, ours, paper, ours − paper) for every category and metric, with the
+    official-grid AUPRO after the exact one, compared with the same published AUPRO."""
     grid_rows = _grid_rows(table, grid)
     rows = []
     for cat, metrics in table.items():
@@ -428,19 +383,26 @@ def _write_report(
             rows.append((cat, k, metrics[k], p, None if p is None else metrics[k] - p))
             if k == "pixel_aupro" and grid_rows.get(cat) is not None:
                 g = grid_rows[cat]
-                rows.append((cat, GRID, g, p, None if p is None else g - p))
+                rows.append((cat, OFFICIAL_GRID, g, p, None if p is None else g - p))
+    return rows
 
-    def published(source: dict, cat: str, k: str) -> float | None:  # a grid row: the AUPRO
-        return source.get(cat.lower(), {}).get("pixel_aupro" if k == GRID else k)
 
+def _published(source: dict, cat: str, k: str) -> float | None:  # a grid row: the AUPRO
+    return source.get(cat.lower(), {}).get("pixel_aupro" if k == OFFICIAL_GRID else k)
+
+
+def _report_csv(out: Path, rows: list[tuple], released: dict | None) -> None:
     header = ["category", "metric", "ours", "paper", "delta"]
     body = [[cat, k, _fmt(o), _fmt(p), _fmt(d, "+")] for cat, k, o, p, d in rows]
     if released is not None:  # the authors' released weights' own results, beside the paper
         header += ["released", "delta_released"]
         for line, (cat, k, o, _, _) in zip(body, rows, strict=True):
-            r = published(released, cat, k)
+            r = _published(released, cat, k)
             line += [_fmt(r), _fmt(None if r is None else o - r, "+")]
     atomic_write_csv(out / "report.csv", header, body)
+
+
+def _report_md(target: str, profile: str, rows: list[tuple], released: dict | None) -> list[str]:
     compared = [r for r in rows if r[3] is not None]
     lines = [
         f"# {target} ({profile} profile): ours vs the paper",
@@ -461,11 +423,29 @@ def _write_report(
         lines += ["", "The released weights' own results (official README; AUPRO on its grid):", ""]
         lines += ["| category | metric | ours | released | Δ |", "|---|---|---|---|---|"]
         for cat, k, o, _, _ in rows:
-            r = published(released, cat, k)
+            r = _published(released, cat, k)
             if r is not None:
                 lines.append(
                     f"| {cat} | {k} | {100 * o:.1f} | {100 * r:.1f} | {100 * (o - r):+.1f} |"
                 )
-    if grid_rows:
-        lines += _grid_note(grid[0], TARGETS[target].method)
+    return lines
+
+
+def _write_report(
+    out: Path,
+    target: str,
+    profile: str,
+    table: dict[str, dict[str, float]],
+    paper: dict[str, dict[str, float]],
+    released: dict[str, dict[str, float]] | None = None,
+    grid: dict[str, float | None] | None = None,
+) -> None:
+    """report.csv (every category and metric) and report.md (the compared ones); ``grid``:
+    the official-grid AUPRO per category (``run_files.official_grid_aupro``), a row beside the
+    exact one."""
+    rows = _report_rows(table, paper, grid or {})
+    _report_csv(out, rows, released)
+    lines = _report_md(target, profile, rows, released)
+    if any(r[1] == OFFICIAL_GRID for r in rows):
+        lines += _grid_note(_target(target).method)
     atomic_write_text(out / "report.md", "\n".join(lines + _environment_note(out)) + "\n")

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from n2n_core.metrics import METRIC_KEYS
+from n2n_core.metrics import METRIC_KEYS, OFFICIAL_GRID
 
 __all__ = [
     "metrics_per_category", "official_grid_aupro", "train_info", "train_log", "training_seconds",
@@ -51,13 +51,14 @@ def metrics_per_category(run_dir: Path | str) -> dict[str, dict[str, float]]:
         return {r["category"]: {k: float(r[k]) for k in METRIC_KEYS} for r in csv.DictReader(f)}
 
 
-def official_grid_aupro(run_dir: Path | str) -> tuple[str, dict[str, float | None]]:
+def official_grid_aupro(run_dir: Path | str) -> dict[str, float | None]:
     """The AUPRO as the method's official code computes it (a threshold grid, written by
-    ``evaluate`` beside the exact one): (its key in eval_info.json, e.g.
-    ``pixel_aupro_grid1000_minmax_official``, and category → value, None where too few grid
-    points fall below the FPR limit); ("", {}) for a method without one."""
+    ``evaluate`` beside the exact one as ``pixel_aupro_official_grid``): category → value,
+    None where too few grid points fall below the FPR limit; {} for a method without one."""
     info = json.loads(_file(run_dir, "eval_info.json", "evaluate the run first").read_text())
-    for key, values in info.items():
+    if OFFICIAL_GRID in info:
+        return dict(info[OFFICIAL_GRID]["categories"])
+    for key, values in info.items():  # older eval_info.json: pixel_aupro_grid<n>_<r>_official
         if key.startswith("pixel_aupro_grid") and key.endswith("_official"):
-            return key, {c: v for c, v in values.items() if c != "mean"}
-    return "", {}
+            return {c: v for c, v in values.items() if c != "mean"}
+    return {}

@@ -258,10 +258,10 @@ def test_import_official_then_evaluate_end_to_end(tmp_path):
     assert {r["category"] for r in rows} == set(cats)
     ev = json.loads((run / "eval_info.json").read_text())
     assert ev["timesteps"] == [9, 7, 5, 3, 1] and ev["network"] == "official"
-    grid = ev["pixel_aupro_grid200_max_official"]  # beside the exact AUPRO, named so
-    assert set(grid) == {*cats, "mean"} and "pixel_aupro_grid" not in json.loads(
-        (run / "metrics.json").read_text()
-    )
+    grid = ev["pixel_aupro_official_grid"]  # beside the exact AUPRO, named so
+    assert (grid["thresholds"], grid["fpr_rescale"]) == (200, "max")
+    assert set(grid["categories"]) == set(cats) and "mean" in grid
+    assert "pixel_aupro_official_grid" not in json.loads((run / "metrics.json").read_text())
     # the imported weights are the ones evaluated
     from n2n_core.evaluate import load_predictor
 
@@ -326,8 +326,10 @@ def test_reproduce_with_the_released_weights_reports_beside_paper_and_released(t
     (tmp_path / "tiny.json").write_text(json.dumps({**MANIFEST["tiny_config"], "ncls": 15}))
     root = fixtures.write_mvtec(tmp_path / "mvtec", categories=("bottle", "carpet"), size=64)
     runs = tmp_path / "released"
-    kw = {"weights": tmp_path / "c.pt", "weights_config": str(tmp_path / "tiny.json")}
-    table = reproduce("decodiff-mvtec", "paper", root, runs, vae=str(tmp_path / "vae"), **kw)
+    options = {"config": str(tmp_path / "tiny.json"), "vae": str(tmp_path / "vae")}
+    kw = {"profile": "paper", "root": root, "weights": tmp_path / "c.pt"}
+    kw["weights_options"] = options
+    table = reproduce("decodiff-mvtec", runs=runs, **kw)
     assert list(table) == ["bottle", "carpet", "mean"]
     rows = {(r["category"], r["metric"]): r for r in csv.DictReader((runs / "report.csv").open())}
     mean = rows[("mean", "pixel_ap")]
@@ -338,9 +340,9 @@ def test_reproduce_with_the_released_weights_reports_beside_paper_and_released(t
     )
     assert "released weights' own results" in (runs / "report.md").read_text()
     stamp = (runs / "metrics.json").stat().st_mtime
-    reproduce("decodiff-mvtec", "paper", root, runs, vae=str(tmp_path / "vae"), **kw)
+    reproduce("decodiff-mvtec", runs=runs, **kw)
     assert (runs / "metrics.json").stat().st_mtime == stamp  # imported and evaluated once
     bad = ["reproduce", "diffusionad-visa", "--weights", str(tmp_path / "c.pt")]
     with pytest.raises(ValueError, match=r"no released weights.*decodiff-mvtec"):
-        reproduce("diffusionad-visa", "paper", root, tmp_path / "x", **kw)
+        reproduce("diffusionad-visa", runs=tmp_path / "x", **kw)
     assert cli.main([*bad, "--runs", str(tmp_path / "x")]) == 2

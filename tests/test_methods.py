@@ -8,13 +8,13 @@ from typing import ClassVar
 
 import pytest
 import torch
-from torch import nn
 
 from n2n_core import cli, methods
 from n2n_core.config import TrainConfig
+from n2n_core.course.baseline import MeanImage, MeanImageConfig, MeanImageMethod
 from n2n_core.data import fixtures
 from n2n_core.evaluate import evaluate_run
-from n2n_core.methods import Method, Prediction, resolve
+from n2n_core.methods import resolve
 from n2n_core.methods.patchknn import PatchKNN, PatchKNNConfig, patch_distances
 from n2n_core.metrics import METRIC_KEYS
 from n2n_core.train import DataSpec, ensure_trained, train
@@ -31,25 +31,20 @@ def mvtec(tmp_path_factory):
 
 
 # ------------------------------------------------------------------ a plug-in method
-@dataclass(frozen=True)
-class MeanConfig:
-    image_size: int = 32
+def _l1_map(mean, images):
+    return (images - mean).abs().mean(1, keepdim=True)
 
 
-class MeanModel(nn.Module):
-    """Learns the mean normal image; the map is the distance to it."""
+def _max_score(maps):
+    return maps.flatten(1).amax(1)
 
-    def __init__(self, cfg: MeanConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.mu = nn.Parameter(torch.zeros(1, 3, cfg.image_size, cfg.image_size))
 
-    def forward(self, images, g):
-        loss = ((images - self.mu) ** 2).mean()
-        return loss, {"mse": loss}
+QUICK = {"model.image_size": 32, "train.steps": 3, "train.batch_size": 2}
 
 
 class _Images:
+    """A feed of uint8 images (what patchknn's fit takes)."""
+
     def __init__(self, images):
         self.images = images
 
@@ -60,31 +55,9 @@ class _Images:
         return (self.images[idx].float() / 127.5 - 1,)
 
 
-class MeanMethod(Method):
-    name = "meanimage"
-    description = "distance to the mean training image (test dummy)"
-    config = MeanConfig
-    profiles: ClassVar = {"smoke": MeanConfig(), "paper": MeanConfig(image_size=64)}
-    train_profiles: ClassVar = dict.fromkeys(
-        ("smoke", "paper"), TrainConfig(steps=3, batch_size=2, lr=0.1, checkpoint_every=3)
-    )
-
-    def build(self, cfg):
-        return MeanModel(cfg)
-
-    def feed(self, cfg, tcfg, data, run_dir, accelerator):
-        from n2n_core.data.training import training_images
-
-        return _Images(training_images(data.source, data.root, data.category, cfg.image_size)[0])
-
-    def predict(self, model, images, class_index, g):
-        maps = (images - model.mu).abs().mean(1, keepdim=True)
-        return Prediction(maps, maps.flatten(1).amax(1))
-
-
 def test_a_registered_method_trains_and_evaluates_through_the_generic_modules(tmp_path, mvtec):
-    methods.register(MeanMethod())
-    cfg, tcfg = resolve("meanimage", "smoke", "mvtec", ["bottle"])
+    methods.register(MeanImageMethod(_l1_map, _max_score))  # notebook 12's baseline
+    cfg, tcfg = resolve("meanimage", "smoke", "mvtec", ["bottle"], QUICK)
     run = tmp_path / "run"
     train(run, cfg, tcfg, DataSpec("mvtec", str(mvtec), "bottle"))
     metrics = evaluate_run(run)
@@ -98,43 +71,43 @@ def test_a_registered_method_trains_and_evaluates_through_the_generic_modules(tm
     # and through the command line, which lists it as a method
     out = tmp_path / "cli"
     base = ["--data", "mvtec", "--root", str(mvtec), "--category", "bottle", "--out", str(out)]
-    assert cli.main(["train", "--method", "meanimage", *base]) == 0
+    assert cli.main(["train", "--method", "meanimage", *base, "--steps", "3"]) == 0
     assert cli.main(["evaluate", str(out)]) == 0
     assert set(json.loads((out / "metrics.json").read_text())) == set(METRIC_KEYS)
 
 
 @dataclass(frozen=True)
-class StagedConfig(MeanConfig):
+class StagedConfig(MeanImageConfig):
     pass
 
 
-class StagedMean(MeanMethod):
-    """The dummy with a first stage ("prior": the same model, saved to prior/mu.pt) that the
-    main feed requires, as DeCo-Diff's model requires its autoencoder."""
+class StagedMean(MeanImageMethod):
+    """The baseline with a first stage ("prior": the same model, saved to prior/mu.pt) that
+    the main feed requires, as DeCo-Diff's model requires its autoencoder."""
 
     name = "stagedmean"
     config = StagedConfig
-    profiles: ClassVar = {"smoke": StagedConfig()}
+    profiles: ClassVar = {"smoke": StagedConfig(32), "paper": StagedConfig()}
 
     def stages(self, cfg, tcfg, data, run_dir):
-        feed = MeanMethod.feed(self, cfg, tcfg, data, run_dir, None)
+        feed = MeanImageMethod.feed(self, cfg, tcfg, data, run_dir, None)
 
         def save(model, folder):
-            torch.save(model.mu.detach(), folder / "mu.pt")
+            torch.save(model.mean.detach(), folder / "mu.pt")
 
         stage_cfg = replace(tcfg, steps=4, log_every=1, checkpoint_every=2)
-        return [methods.Stage("prior", lambda: MeanModel(cfg), feed, stage_cfg, save, 5)]
+        return [methods.Stage("prior", lambda: MeanImage(cfg), feed, stage_cfg, save, 5)]
 
     def feed(self, cfg, tcfg, data, run_dir, accelerator):
         assert (run_dir / "prior" / "mu.pt").is_file(), "the stage runs before the model"
-        return MeanMethod.feed(self, cfg, tcfg, data, run_dir, accelerator)
+        return MeanImageMethod.feed(self, cfg, tcfg, data, run_dir, accelerator)
 
 
 def test_a_methods_stage_trains_first_and_the_run_files_read_back(tmp_path, mvtec):
     from n2n_core import run_files
 
-    methods.register(StagedMean())
-    cfg, tcfg = resolve("stagedmean", "smoke", "mvtec", ["bottle"])
+    methods.register(StagedMean(_l1_map, _max_score))
+    cfg, tcfg = resolve("stagedmean", "smoke", "mvtec", ["bottle"], {"train.steps": 3})
     run, data = tmp_path / "run", DataSpec("mvtec", str(mvtec), "bottle")
     train(run, cfg, tcfg, data)
     assert [e["step"] for e in run_files.train_log(run, "prior")] == [1, 2, 3, 4]

@@ -168,9 +168,10 @@ def test_evaluate_returns_the_seven_keys_and_accepts_torch():
 def test_grid_aupro_is_opt_in_and_differs_from_exact():
     maps, masks = random_case(11, n=10, size=24)
     exact = M.evaluate(maps, masks)
-    assert "pixel_aupro_grid" not in exact
+    assert M.OFFICIAL_GRID not in exact
     both = M.evaluate(maps, masks, paper_grid_thresholds=200)
     assert both["pixel_aupro"] == exact["pixel_aupro"]
+    assert both[M.OFFICIAL_GRID] == M.aupro_grid(maps, masks, 200)
     # the grid version rescales FPR to [0, 1] and moves under a monotone transform
     g1 = M.aupro_grid(maps, masks, 200)
     g2 = M.aupro_grid(np.exp(4 * maps), masks, 200)
@@ -327,3 +328,9 @@ def test_positive_run_sweep_equals_the_full_sweep(seed):
         full = {f"pixel_{k}": v for k, v in sweep.results().items()}
         for k, v in full.items():
             assert fast[k] == pytest.approx(v, abs=1e-12), (trial, k)
+
+
+def test_a_mean_over_categories_with_an_unknown_value_is_unknown():
+    assert M.mean_or_none([0.5, 0.7]) == pytest.approx(0.6)
+    assert M.mean_or_none([0.5, None]) is None  # not the mean of the known half
+    assert M.mean_or_none([]) is None

@@ -387,21 +387,21 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(
     """The second checkpoint fails half-written, as torch fails on a full disk ("unexpected
     pos"): one line that names the disk, no ``last.tmp`` left, the first checkpoint kept, and
     ``--resume`` then ends with the losses of an uninterrupted run."""
-    from accelerate import Accelerator
+    from n2n_core import checkpoint
 
     extra = ["--set", "train.checkpoint_every=2"]
     assert cli.main(_args(mvtec, tmp_path / "straight", 6, *extra)) == 0
-    save, calls = Accelerator.save_state, []
+    save, calls = checkpoint._write, []
 
-    def full_on_second(self, output_dir=None, **kwargs):
-        calls.append(output_dir)
+    def full_on_second(folder, *args, **kwargs):
+        calls.append(folder)
         if len(calls) < 2:
-            return save(self, output_dir, **kwargs)
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(output_dir) / "model.safetensors").write_bytes(b"half")
+            return save(folder, *args, **kwargs)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "model.safetensors").write_bytes(b"half")
         raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64")
 
-    monkeypatch.setattr(Accelerator, "save_state", full_on_second)
+    monkeypatch.setattr(checkpoint, "_write", full_on_second)
     run = tmp_path / "run"
     capsys.readouterr()
     assert cli.main(_args(mvtec, run, 6, *extra)) == 1
@@ -410,7 +410,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(
     ckpts = run / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["last"]
     assert (ckpts / "last" / "model.safetensors").stat().st_size > len(b"half")
-    monkeypatch.setattr(Accelerator, "save_state", save)
+    monkeypatch.setattr(checkpoint, "_write", save)
     assert cli.main([*_args(mvtec, run, 6, *extra), "--resume"]) == 0
     assert _log(run) == _log(tmp_path / "straight")
 

@@ -39,7 +39,7 @@ def _report(path):
 def test_reproduce_end_to_end_on_each_layout(tmp_path, target, write, cats):
     root = write(tmp_path / "data")
     runs = tmp_path / "runs"
-    table = reproduce(target, "smoke", root, runs, None, OVERRIDES)
+    table = reproduce(target, root=root, runs=runs, overrides=OVERRIDES)
     assert "mean" in table and all(set(v) >= {"image_auroc", "pixel_aupro"} for v in table.values())
     assert list(table)[:-1] == cats
     rows = _report(runs)
@@ -59,7 +59,9 @@ def test_reproduce_end_to_end_on_each_layout(tmp_path, target, write, cats):
     grid = {r["category"]: r for r in rows if r["metric"] == "pixel_aupro_official_grid"}
     for cat in cats:
         info = json.loads((runs / cat / "eval_info.json").read_text())
-        value = info["pixel_aupro_grid1000_minmax_official"][cat]
+        official = info["pixel_aupro_official_grid"]  # one name: reports, eval_info, metrics
+        assert (official["thresholds"], official["fpr_rescale"]) == (1000, "minmax")
+        value = official["categories"][cat]
         assert float(grid[cat]["ours"]) == pytest.approx(value, abs=1e-4)
         exact = next(r for r in rows if r["category"] == cat and r["metric"] == "pixel_aupro")
         assert grid[cat]["paper"] == exact["paper"]
@@ -80,7 +82,7 @@ def test_reproduce_end_to_end_on_each_layout(tmp_path, target, write, cats):
         viz.plt.close(fig)
     # a second call reuses the finished runs: nothing is retrained or re-evaluated
     stamps = {p: p.stat().st_mtime for p in runs.rglob("metrics.json")}
-    reproduce(target, "smoke", root, runs, None, OVERRIDES)
+    reproduce(target, root=root, runs=runs, overrides=OVERRIDES)
     assert stamps == {p: p.stat().st_mtime for p in runs.rglob("metrics.json")}
 
 
@@ -96,15 +98,15 @@ def test_cli_reproduce_on_a_fixture(tmp_path, capsys):
     )
     args = ["reproduce", "diffusionad-mvtec", "--root", str(root), "--runs", str(tmp_path / "r")]
     assert cli.main([*args, "--steps", "1", "--categories", "bottle", "--seed", "3"]) == 0
-    # papermill ran notebook 10 into the target folder, which holds the runs and the report
+    # reproduce ran in this process into the target folder: the runs and the report
     assert json.loads((tmp_path / "r" / "bottle" / "metrics.json").read_text())
     run = json.loads((tmp_path / "r" / "bottle" / "run.json").read_text())
-    assert run["train"]["seed"] == 3  # --seed reached the notebook's reproduce call
+    assert run["train"]["seed"] == 3  # --seed reached the training
     env = run["environment"]  # a new run's run.json says what ran it
     assert set(env["versions"]) == {"python", "torch", "diffusers", "numpy", "scikit-learn",
                                     "accelerate"} and all(env["versions"].values())  # fmt: skip
     assert env["device"] == "cpu" and (env["git"] is None or set(env["git"]) == {"commit", "dirty"})
-    assert (tmp_path / "r" / "10_reproduce_diffusionad.ipynb").is_file()
+    assert not list((tmp_path / "r").glob("*.ipynb"))  # one path: no notebook kernel
     assert "| mean | image_auroc |" in (tmp_path / "r" / "report.md").read_text()
     assert "report.md" in capsys.readouterr().out
 
@@ -121,25 +123,15 @@ def test_missing_dataset_is_downloaded_first_when_asked(tmp_path, monkeypatch):
     monkeypatch.setattr(dl, "download", fake)
     runs = tmp_path / "runs"
     table = reproduce(
-        "diffusionad-dagm",
-        "smoke",
-        tmp_path / "data" / "dagm",
-        runs,
-        None,
-        OVERRIDES,
+        "diffusionad-dagm", root=tmp_path / "data" / "dagm", runs=runs, overrides=OVERRIDES,
         download=True,
-    )
+    )  # fmt: skip
     assert calls == [("dagm", tmp_path / "data")] and list(table) == ["Class1", "mean"]
     with pytest.raises(ValueError, match="named"):
         reproduce(
-            "diffusionad-dagm",
-            "smoke",
-            tmp_path / "elsewhere",
-            runs,
-            None,
-            OVERRIDES,
+            "diffusionad-dagm", root=tmp_path / "elsewhere", runs=runs, overrides=OVERRIDES,
             download=True,
-        )
+        )  # fmt: skip
 
 
 def _configs(name, profile, overrides):
@@ -167,7 +159,9 @@ def test_diffusionad_ablations_tables_3_and_4(tmp_path):
     setting (an independent path)."""
     root = fixtures.write_visa_raw(tmp_path / "data")
     runs = tmp_path / "runs"
-    table = reproduce("diffusionad-ablations", "smoke", root, runs, ["candle"], OVERRIDES)
+    table = reproduce(
+        "diffusionad-ablations", root=root, runs=runs, categories=["candle"], overrides=OVERRIDES
+    )
     rows = ["SegmentationAD", "DenoisingAD", "DiffusionAD"]
     rows += ["DiffusionAD λ=100", "DiffusionAD λ=200", "DiffusionAD λ=100,200"]
     assert list(table) == rows
@@ -197,7 +191,7 @@ def test_decodiff_ablations_predict_once_per_setting(tmp_path):
         "model": {k: getattr(TINY_DECODIFF, k) for k in keys},
         "train": {"steps": 2, "batch_size": 2, "checkpoint_every": 2},
     }
-    table = reproduce("decodiff-ablations", "smoke", root, runs, None, overrides)
+    table = reproduce("decodiff-ablations", root=root, runs=runs, overrides=overrides)
     assert len(table) == 7 + 4 and (runs / "full" / "model.safetensors").is_file()
     # Table 3's default row (z_t-1, 5 steps) is Table 4's geometric map; both are evaluate_run's
     assert _rows(table, "DeCo-Diff (z_t-1, 5 steps)") == _rows(table, "DeCo-Diff (geometric)")
@@ -206,7 +200,7 @@ def test_decodiff_ablations_predict_once_per_setting(tmp_path):
     z0 = evaluate_run(runs / "full", write=False, overrides={"strategy": "z_0", "reverse_steps": 2})
     assert {k: round(v, 6) for k, v in z0.items()} == _rows(table, "DeCo-Diff (z_0, 2 steps)")
     with pytest.raises(ValueError, match="no ablation table"):
-        reproduce("decodiff-ablations", "smoke", root, runs, None, overrides, tables=["x"])
+        reproduce("decodiff-ablations", root=root, runs=runs, overrides=overrides, tables=["x"])
 
 
 # ------------------------------------------------- the paper profile's DTD, foregrounds, seed
@@ -264,7 +258,10 @@ def test_paper_profile_draws_its_textures_from_the_dtd_folder(tmp_path, monkeypa
         _dtd(datasets)
 
     monkeypatch.setattr(dl, "download", fake)
-    check("diffusionad-visa", "paper", root, ["candle"], quick, download=True)
+    check(
+        "diffusionad-visa", profile="paper", root=root, categories=["candle"], overrides=quick,
+        download=True,
+    )  # fmt: skip
     assert calls == [("dtd", tmp_path / "data")]
     dtd = tmp_path / "data" / "dtd" / "images"
     prepared = method.prepare(cfg, tcfg, data)
@@ -297,11 +294,11 @@ def test_foreground_dir_holds_one_folder_per_category(tmp_path):
     fg, runs = tmp_path / "fg", tmp_path / "runs"
     (fg / "candle").mkdir(parents=True)
     with pytest.raises(DatasetError, match=r"precomputed foreground mask .*fg/candle/"):
-        reproduce("diffusionad-visa", "smoke", root, runs, None, OVERRIDES, foreground_dir=fg)
+        reproduce("diffusionad-visa", root=root, runs=runs, overrides=OVERRIDES, foreground_dir=fg)
     for s in load_samples("visa", root, "candle", "train"):
         Image.fromarray(np.full((32, 32), 255, np.uint8)).save(
             fg / "candle" / f"{s.image.stem}.png"
         )
-    reproduce("diffusionad-visa", "smoke", root, runs, None, OVERRIDES, foreground_dir=fg)
+    reproduce("diffusionad-visa", root=root, runs=runs, overrides=OVERRIDES, foreground_dir=fg)
     run = json.loads((runs / "candle" / "run.json").read_text())
     assert run["data"]["foreground_dir"] == str(fg / "candle")

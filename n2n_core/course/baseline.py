@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from n2n_core import methods
 from n2n_core.config import TrainConfig
+from n2n_core.data.training import to_model_range
 from n2n_core.methods.base import Feed, Method, Prediction
 
 __all__ = ["MeanImageConfig", "register_baseline"]
@@ -43,7 +44,7 @@ class _Images(Feed):
         return len(self.images)
 
     def __call__(self, idx: Tensor, g: torch.Generator, device: object) -> tuple[Tensor]:
-        return (self.images[idx].to(device).float() / 127.5 - 1,)
+        return (to_model_range(self.images[idx], device),)
 
 
 class MeanImageMethod(Method):

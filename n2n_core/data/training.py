@@ -11,7 +11,7 @@ from n2n_core.data.foreground import foreground_masks
 from n2n_core.data.readers import is_texture, load_samples
 from n2n_core.data.samples import DatasetError
 
-__all__ = ["training_images"]
+__all__ = ["to_model_range", "training_images"]
 
 
 def training_images(
@@ -47,3 +47,10 @@ def training_images(
     images = torch.stack([(it["image"] * 255).round().to(torch.uint8) for it in items])
     fg = None if fgs is None else torch.stack([it["foreground"] > 0.5 for it in items])
     return images, fg
+
+
+def to_model_range(images: torch.Tensor, device: object = None) -> torch.Tensor:
+    """uint8 images (from ``training_images``) as float in [-1, 1], the range every model takes
+    (x / 127.5 − 1), on ``device`` if given."""
+    x = images.float() / 127.5 - 1
+    return x if device is None else x.to(device)

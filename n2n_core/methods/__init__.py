@@ -2,25 +2,28 @@
 
 Each method is one module exposing ``METHOD``, an instance of ``methods.base.Method``. Built-in
 methods are listed below (one line each) and imported on first use; ``register`` adds another
-(a user's method, a test's dummy). The generic modules reach a method only through ``get``.
+(a user's method, a test's dummy), checking it against the contract of ``Method``. An installed
+package adds one for the command line through the entry point group ``n2n_core.methods``
+(``name = "package.module:METHOD"``), loaded when that name is asked for. The generic modules
+reach a method only through ``get``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from n2n_core.config import DataSpec, TrainConfig, from_dict
-from n2n_core.methods.base import Ablation, Feed, Method, Prediction, Stage
+from n2n_core.config import DataSpec, TrainConfig
+from n2n_core.methods.base import Feed, Method, MethodError, Option, Prediction, Stage
 
 __all__ = [
-    "Ablation",
     "Feed",
     "Method",
+    "MethodError",
+    "Option",
     "Prediction",
     "Stage",
     "get",
@@ -38,25 +41,44 @@ BUILTIN = {
     "patchknn": "n2n_core.methods.patchknn",
 }
 DEFAULT = "diffusionad"  # the command line's --method when none is given
+ENTRY_POINTS = "n2n_core.methods"
 _registered: dict[str, Method] = {}
 
 
 def register(method: Method) -> Method:
-    """Make ``method`` available by its name (replacing one of the same name)."""
+    """Make ``method`` available by its name (replacing one of the same name) after checking
+    it against the contract of ``Method`` (``MethodError`` names what it breaks)."""
+    if not isinstance(method, Method):
+        raise MethodError(f"register() takes a Method instance, got {type(method).__name__}")
+    method.check()
     _registered[method.name] = method
     return method
 
 
+def _installed() -> dict[str, Any]:
+    """Methods that installed packages declare (entry points), by name."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINTS)}
+
+
 def names() -> list[str]:
-    return sorted({*BUILTIN, *_registered})
+    return sorted({*BUILTIN, *_installed(), *_registered})
 
 
 def get(name: str) -> Method:
     """The registered method ``name``; an unknown name is an error listing the known ones."""
     if name not in _registered:
-        if name not in BUILTIN:
+        if name in BUILTIN:
+            register(importlib.import_module(BUILTIN[name]).METHOD)
+        elif name in (installed := _installed()):
+            loaded = installed[name].load()  # the method object, or a module that registers it
+            if isinstance(loaded, Method):
+                register(loaded)
+            if name not in _registered:
+                raise MethodError(f"entry point {installed[name].value!r} registered no {name!r}")
+        else:
             raise ValueError(f"unknown method {name!r}; registered: {', '.join(names())}")
-        register(importlib.import_module(BUILTIN[name]).METHOD)
     return _registered[name]
 
 
@@ -70,21 +92,11 @@ def method_of(cfg: object) -> Method:
 
 
 def load_run(run_dir: Path | str) -> tuple[Any, TrainConfig, DataSpec]:
-    """The model config, training config and data of a run folder. Fields added to the
-    configs after the run was made take their defaults."""
-    path = Path(run_dir) / "run.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {run_dir} is not a training run folder")
-    try:
-        d = json.loads(path.read_text())
-        method = get(str(d.get("method")))
-        return (
-            from_dict(method.config, d["model"]),
-            from_dict(TrainConfig, d["train"]),
-            from_dict(DataSpec, d["data"]),
-        )
-    except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSONDecodeError: ValueError
-        raise ValueError(f"{path} is not a valid run record: {type(e).__name__}: {e}") from None
+    """The model config, training config and data of a run folder (``RunFolder.configs``).
+    Fields added to the configs after the run was made take their defaults."""
+    from n2n_core.run_folder import RunFolder
+
+    return RunFolder(run_dir).configs
 
 
 def set_field(cfg: Any, path: str, value: Any) -> Any:

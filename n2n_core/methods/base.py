@@ -2,13 +2,29 @@
 reproduce, benchmarks) use, so that none of them names a method.
 
 A method is one object (an instance of a ``Method`` subclass) registered in
-``n2n_core.methods``: its config class and profiles, ``build``, its training feed, how to load
-a finished run and ``predict`` a batch. Predictions have one type for every method
-(``Prediction``, like anomalib's InferenceBatch).
+``n2n_core.methods``: its config class and profiles, its command-line options, ``build``, its
+training feed, how to load a finished run and ``predict`` a batch. Predictions have one type
+for every method (``Prediction``, like anomalib's InferenceBatch).
+
+The contract, checked by ``Method.check`` when a method is registered (a break is a one-line
+``MethodError`` naming it):
+
+- ``name`` a lower-case identifier; ``kind`` one of ``KINDS``: ``trained`` (gradient steps:
+  ``feed`` and a model whose ``forward(*inputs, g)`` returns ``(loss, parts)``), ``fitted`` (one
+  pass: a model with ``fit(feed, g)``, e.g. a memory bank, whose ``load_state_dict`` accepts the
+  fitted buffers whatever their size) or ``imported`` (released weights only:
+  ``import_official``);
+- ``config`` a dataclass with an ``image_size`` field (evaluation resizes test images to it);
+- ``profiles`` and ``train_profiles`` hold a model config and a ``TrainConfig`` for every
+  profile name (``n2n_core.profiles.PROFILES``);
+- every ``Option`` sets an existing ``model.*`` / ``train.*`` setting, with a flag of its own;
+- ``build`` and ``predict`` are overridden (and ``feed`` for a trained method).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +34,15 @@ import torch
 from torch import Tensor, nn
 
 from n2n_core.config import DataSpec, TrainConfig
+from n2n_core.options import TRAIN_OPTIONS, Option
 
-__all__ = ["Ablation", "Feed", "Method", "Prediction", "Stage"]
+__all__ = ["KINDS", "Feed", "Method", "MethodError", "Option", "Prediction", "Stage"]
+
+KINDS = ("trained", "fitted", "imported")
+
+
+class MethodError(ValueError):
+    """A method that breaks the contract of ``Method`` (raised when it is registered)."""
 
 
 @dataclass
@@ -67,25 +90,15 @@ class Stage:
     stream_seed: int  # seeds the generator that draws the stage's batches and noise
 
 
-@dataclass(frozen=True)
-class Ablation:
-    """One row of a paper's ablation table as n2n reruns it: ``train``, model settings of a
-    separately trained run (empty: the method's own run); ``inference``, settings at
-    evaluation; ``map``, an extra map of the prediction (``Prediction.extras``, scored by
-    ``score_<map>``) instead of the main one."""
-
-    row: str  # the method column of n2n_core/data/paper_tables/<table>.csv
-    train: dict[str, Any] = field(default_factory=dict)
-    inference: dict[str, Any] = field(default_factory=dict)
-    map: str | None = None
-
-
 class Method:
     """Base class of a method's description; subclasses set the class attributes and override
     ``build``, ``feed`` and ``predict`` (``load``/``finalize`` where the defaults do not fit)."""
 
     name: ClassVar[str]
     description: ClassVar[str]  # one line, for reports
+    kind: ClassVar[str] = "trained"  # one of KINDS
+    options: ClassVar[tuple[Option, ...]] = ()  # the method's own `train` flags
+    import_options: ClassVar[tuple[Option, ...]] = ()  # `import-official` flags → keywords
     config: ClassVar[type]  # the model config dataclass
     profiles: ClassVar[dict[str, Any]]  # profile → model config
     train_profiles: ClassVar[dict[str, TrainConfig]]  # profile → training config
@@ -95,11 +108,7 @@ class Method:
     dataset_model: ClassVar[dict[tuple[str, str], dict[str, Any]]] = {}
     per_category: ClassVar[bool] = True  # one model per category; False: one for all
     eval_batch_size: ClassVar[int] = 16
-    reproduce_notebook: ClassVar[str | None] = None  # notebook prefix that reports a target
     repair_symbol: ClassVar[str] = "repair"  # the name figures give Prediction.extras["repair"]
-    # paper ablation table (n2n_core/data/paper_tables/<name>.csv) → its rows
-    # (reproduce "<name>-ablations")
-    ablations: ClassVar[dict[str, tuple[Ablation, ...]]] = {}
 
     def finalize(self, cfg: Any, categories: list[str], explicit: frozenset[str]) -> Any:
         """The config with its derived fields computed (sizes, classes). ``explicit``: the
@@ -143,24 +152,79 @@ class Method:
 
         return AnomalyDataset(samples, cfg.image_size, (-1.0, 1.0))
 
-    # the official code's grid AUPRO (thresholds, FPR rescaling of metrics.aupro_grid), which
-    # evaluate reports beside the exact one in eval_info.json; None: none
-    official_grid_aupro: ClassVar[tuple[int, str] | None] = None
-    # how the official code picks the checkpoint it reports, where that differs from n2n's
-    # (the last one of a fixed training length); reports state it
-    official_selection: ClassVar[str] = ""
-
     def class_index(self, cfg: Any, category: str) -> int:
         classes = getattr(cfg, "classes", ())
         return classes.index(category) if classes else 0
 
     def import_official(
-        self, checkpoint: Path, config: str, classes: str, vae: str | None, data: DataSpec
+        self, checkpoint: Path, data: DataSpec, **options: Any
     ) -> tuple[nn.Module, Any, TrainConfig]:
         """(model, model config, training config) of a checkpoint released by the method's
-        authors, for ``train.adopt``; methods without released weights refuse."""
+        authors, for ``train.adopt``; ``options``: the values of ``import_options``. Methods
+        without released weights refuse."""
         raise ValueError(f"{self.name} has no importer for official checkpoints")
 
     def eval_info(self, cfg: Any) -> dict[str, Any]:
         """How a prediction was made, for eval_info.json."""
         return {}
+
+    def check(self) -> None:
+        """Raise ``MethodError`` naming the first part of the contract (module docstring) that
+        this method breaks."""
+        for problem in _problems(self):
+            raise MethodError(f"method {getattr(self, 'name', type(self).__name__)!r}: {problem}")
+
+
+def _overridden(method: Method, name: str) -> bool:
+    return getattr(type(method), name) is not getattr(Method, name)
+
+
+def _setting_exists(method: Method, setting: str) -> bool:
+    part, _, path = setting.partition(".")
+    cls: Any = {"model": method.config, "train": TrainConfig}.get(part)
+    for head in path.split("."):
+        if cls is None or not dataclasses.is_dataclass(cls):
+            return False
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if head not in fields:
+            return False
+        cls = typing.get_type_hints(cls).get(head)
+    return True
+
+
+def _problems(m: Method):
+    """The contract's breaks, first to last (a generator: ``check`` reports the first)."""
+    from n2n_core.profiles import PROFILES
+
+    name = getattr(m, "name", None)
+    if not (isinstance(name, str) and name.isidentifier() and name == name.lower()):
+        yield f"name must be a lower-case identifier, got {name!r}"
+    if m.kind not in KINDS:
+        yield f"kind must be one of {KINDS}, got {m.kind!r}"
+    cfg = getattr(m, "config", None)
+    if not (
+        dataclasses.is_dataclass(cfg) and "image_size" in {f.name for f in dataclasses.fields(cfg)}
+    ):
+        yield "config must be a dataclass with an image_size field (evaluation resizes to it)"
+    for table, cls in (("profiles", cfg), ("train_profiles", TrainConfig)):
+        got = getattr(m, table, {})
+        missing = sorted(set(PROFILES) - set(got))
+        if missing:
+            yield f"{table} lacks the profile(s) {missing} (every one of {sorted(PROFILES)})"
+        wrong = sorted(
+            k for k, v in got.items() if isinstance(cls, type) and not isinstance(v, cls)
+        )
+        if wrong:
+            yield f"{table}[{wrong[0]!r}] is not a {getattr(cls, '__name__', cls)}"
+    needed = ["build", "predict"] + (["feed"] if m.kind == "trained" else [])
+    needed += ["import_official"] if m.kind == "imported" else []
+    for fn in needed:
+        if not _overridden(m, fn):
+            yield f"a {m.kind} method must override {fn}()"
+    reserved = {o.flag for o in TRAIN_OPTIONS}
+    flags = [o.flag for o in m.options]
+    for o in m.options:
+        if not o.flag.startswith("--") or o.flag in reserved or flags.count(o.flag) > 1:
+            yield f"option {o.flag!r} needs a '--' flag of its own (not one of {sorted(reserved)})"
+        if not _setting_exists(m, o.setting):
+            yield f"option {o.flag} sets {o.setting!r}, which is not a model.* or train.* setting"

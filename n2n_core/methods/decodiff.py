@@ -11,16 +11,16 @@ before it is encoded, and the official validation images held out (``data.splits
 
 Inference (§4.3): deviation correction (Eq. 13-14) from the encoded test image, decoding,
 and the anomaly map of Eq. 15. Where the paper is silent we follow the official code
-(github.com/farzad-bz/DeCo-Diff): the network is conditioned on the category index (the
-official LDM UNet with cross-attention to the class in the paper profile, ``network="official"``;
-a class embedding added to the time embedding in n2n's small smoke UNet); one
-patch size per batch; maps are blurred; the image score is the maximum of the map (with a
-blurred map the max is a small-region average, and a single defect region decides whether
-an image is anomalous). The pixel discrepancy of Eq. 15 compares x̃0 with the test image x0
-as the paper writes it (``pixel_reference="input"``); the official code compares with the
-VAE reconstruction of x0 (``"reconstruction"``). On the embedded data with the small smoke
-autoencoder the paper's choice is much better (mean pixel AUPRO 0.935 vs 0.724): an
-autoencoder trained on normal images already half-repairs a defect in its reconstruction.
+(github.com/farzad-bz/DeCo-Diff): the network is the official LDM UNet conditioned on the
+category index by cross-attention (``network="official"``, both profiles; ``"n2n"`` is a small
+diffusers UNet2DModel with a class embedding, for tests); one patch size per batch; maps are
+blurred; the image score is the maximum of the map (with a blurred map the max is a
+small-region average, and a single defect region decides whether an image is anomalous). The
+pixel discrepancy of Eq. 15 compares x̃0 with the test image x0 as the paper writes it
+(``pixel_reference="input"``, the smoke profile: a small autoencoder trained on normal images
+already half-repairs a defect in its reconstruction); the official code compares with the VAE
+reconstruction of x0 (``"reconstruction"``, the paper profile). Measurements of these choices:
+benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from n2n_core.config import DataSpec, TrainConfig, categories_of
 from n2n_core.data.splits import HOLDOUTS, holdout
-from n2n_core.data.training import training_images
+from n2n_core.data.training import to_model_range, training_images
 from n2n_core.deviation import (
     BOUNDARIES,
     MAP_KINDS,
@@ -49,12 +49,13 @@ from n2n_core.deviation import (
     patch_mask,
     shuffle_noise,
 )
-from n2n_core.methods.base import Ablation, Feed, Method, Prediction, Stage
+from n2n_core.methods.base import Feed, Method, Prediction, Stage
 from n2n_core.models import DenoiserConfig, make_denoiser
 from n2n_core.models.ldm_unet import PRESETS as OFFICIAL_UNETS
 from n2n_core.models.ldm_unet import OfficialDoD, OfficialUNetConfig, load_official
 from n2n_core.models.vae import SD_VAE, AutoencoderTrainer, LatentVAE, VAEConfig, with_scale
 from n2n_core.models.vae import load_vae as load_vae_folder
+from n2n_core.options import Option, positive
 from n2n_core.schedules import make_schedule
 
 __all__ = [
@@ -71,7 +72,7 @@ __all__ = [
     "draw_patch_size",
     "image_score",
     "latent_training_set",
-    "load_vae",
+    "run_vae",
 ]
 
 
@@ -209,11 +210,10 @@ PROFILES = {
         load_size=288,
     ),
     # CPU minutes: 64 px, a small KL-f4 autoencoder trained on the data (16²×4 latents), a
-    # tiny instance of the official network (base 32, one block per level, 4.2 M); the map
-    # blur scaled with the resolution. ``network="n2n"`` selects the small UNet2DModel below.
-    # The autoencoder trains 1800 steps, not 600: its blur is what the pixel term of Eq. 15
-    # sees on every edge; on the photographic benchmark its L1 error falls 0.107 → 0.074 and
-    # the mean image AUROC / pixel AUPRO rise 0.633 / 0.530 → 0.674 / 0.601 (benchmarks/RESULTS.md).
+    # tiny instance of the official network (base 32, one block per level); the map blur
+    # scaled with the resolution. ``network="n2n"`` selects the small UNet2DModel below. The
+    # autoencoder trains 1800 steps: its blur is what the pixel term of Eq. 15 sees on every
+    # edge (the measurements behind both choices: benchmarks/RESULTS.md).
     "smoke": DeCoDiffConfig(
         image_size=64,
         vae=VAEConfig(steps=1800),
@@ -413,7 +413,7 @@ class AutoencoderFeed(Feed):
         return len(self.images)
 
     def __call__(self, idx: Tensor, gen: torch.Generator, device: object) -> tuple:
-        x = (self.images[idx].float() / 127.5 - 1).to(device)
+        x = to_model_range(self.images[idx], device)
         flip = torch.rand(len(idx), generator=gen) < 0.5
         return (torch.where(flip.to(device)[:, None, None, None], x.flip(-1), x),)
 
@@ -448,14 +448,9 @@ class DeCoDiffFeed(Feed):
         self, cfg: DeCoDiffConfig, data: DataSpec, run_dir: Path, accelerator: Any
     ) -> None:
         images, self.labels = latent_training_set(cfg, data, run_dir)
-        vae = load_vae_folder(cfg.vae, run_dir / "vae").to(accelerator.device)
-        means, stds = [], []
-        for i in range(0, len(images), 32):
-            x = (images[i : i + 32].float() / 127.5 - 1).to(accelerator.device)
-            m, sd = vae.encode_dist(x)
-            means.append(m.float().cpu())
-            stds.append(sd.float().cpu())
-        self.mean, self.std = torch.cat(means), torch.cat(stds)
+        vae = _frozen_vae(cfg, run_dir, accelerator.device)
+        parts = [_posterior(vae, images[i : i + 32]) for i in range(0, len(images), 32)]
+        self.mean, self.std = (torch.cat([p[k].cpu() for p in parts]) for k in (0, 1))
 
     def __len__(self) -> int:
         return len(self.mean)
@@ -474,25 +469,36 @@ class AugmentedLatentFeed(Feed):
     ) -> None:
         self.cfg = cfg
         self.images, self.labels = latent_training_set(cfg, data, run_dir, crop=False)
-        self.vae = load_vae_folder(cfg.vae, run_dir / "vae").to(accelerator.device).eval()
+        self.vae = _frozen_vae(cfg, run_dir, accelerator.device)
 
     def __len__(self) -> int:
         return len(self.images)
 
-    @torch.no_grad()
     def __call__(self, idx: Tensor, gen: torch.Generator, device: object) -> tuple:
         cfg = self.cfg
         x = augment(self.images[idx], cfg.image_size, cfg.translate, cfg.rotate_180, gen)
-        mean, std = self.vae.encode_dist((x.float() / 127.5 - 1).to(device))
-        z = mean.float() + std.float() * torch.randn(mean.shape, generator=gen).to(device)
+        mean, std = _posterior(self.vae, x)
+        z = mean + std * torch.randn(mean.shape, generator=gen).to(device)
         return z, self.labels[idx].to(device)
 
 
-def load_vae(run_dir: Path | str, device: str | torch.device = "cpu") -> LatentVAE:
+@torch.no_grad()
+def _posterior(vae: LatentVAE, images: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation of q(z | x) for uint8 images, on the VAE's device."""
+    device = next(vae.parameters()).device
+    mean, std = vae.encode_dist(to_model_range(images, device))
+    return mean.float(), std.float()
+
+
+def _frozen_vae(cfg: DeCoDiffConfig, run_dir: Path | str, device: object) -> LatentVAE:
+    return load_vae_folder(cfg.vae, Path(run_dir) / "vae").to(device).eval()
+
+
+def run_vae(run_dir: Path | str, device: str | torch.device = "cpu") -> LatentVAE:
     """The frozen autoencoder of a DeCo-Diff run (pretrained, or trained into RUN_DIR/vae)."""
     from n2n_core.methods import load_run
 
-    return load_vae_folder(load_run(run_dir)[0].vae, Path(run_dir) / "vae").to(device)
+    return _frozen_vae(load_run(run_dir)[0], run_dir, device)
 
 
 class Detector(nn.Module):
@@ -512,23 +518,28 @@ class DeCoDiffMethod(Method):
     dataset_train: ClassVar = {("paper", "visa"): {"epochs": 200}}  # §5.1
     dataset_model: ClassVar = {("paper", "visa"): {"rotate_180": True}}  # official VisA loader
     per_category = False
+    options = (
+        Option("--vae", "model.vae.pretrained", "pretrained AutoencoderKL: hub id or local folder"),
+        Option("--vae-steps", "model.vae.steps", "training steps of the small autoencoder",
+               type=positive(int)),
+        Option("--strategy", "model.strategy", "correction strategy (Table 3)",
+               choices=("z_t-1", "z_0")),
+        Option("--reverse-steps", "model.reverse_steps", "correction steps (default 5)",
+               type=positive(int)),
+        Option("--anomaly-map", "model.anomaly_map", "Table 4",
+               choices=("pixel", "latent", "arithmetic", "geometric")),
+        Option("--unconditional", "model.classes", "no class conditioning for --category all",
+               const=()),
+    )  # fmt: skip
+    import_options = (
+        Option("--config", "config", "UNet_XS..UNet_XL or a JSON file of its arguments",
+               default="UNet_L"),
+        Option("--classes", "classes", "mvtec | visa (the official class order) or NAME,NAME,... "
+               "(default: the official order of --data)"),
+        Option("--vae", "vae", "the autoencoder: a folder or hub id (default: the paper's)"),
+    )  # fmt: skip
     eval_batch_size = 32
-    reproduce_notebook = "11"
     repair_symbol = "x̃0"
-    official_grid_aupro = (200, "max")  # the official evaluation: 200 thresholds, FPR / max
-    ablations: ClassVar = {
-        "decodiff_table3": tuple(  # correction strategy × reverse steps, geometric map
-            Ablation(
-                f"DeCo-Diff ({s}, {n} steps)",
-                inference={"strategy": s, "reverse_steps": n},
-                map="geometric",
-            )
-            for s, steps in [("z_0", (1, 2, 5, 10)), ("z_t-1", (2, 5, 10))]
-            for n in steps
-        ),
-        # the discrepancy levels of Eq. 15: every map kind comes with each prediction
-        "decodiff_table4": tuple(Ablation(f"DeCo-Diff ({k})", map=k) for k in MAP_KINDS),
-    }
 
     def finalize(
         self, cfg: DeCoDiffConfig, categories: list[str], explicit: frozenset[str]
@@ -558,7 +569,7 @@ class DeCoDiffMethod(Method):
         self, run_dir: Path, cfg: DeCoDiffConfig, weights: dict[str, Tensor], device: Any
     ) -> Detector:
         model = super().load(run_dir, cfg, weights, device)
-        return Detector(model, load_vae_folder(cfg.vae, Path(run_dir) / "vae").to(device))
+        return Detector(model, _frozen_vae(cfg, run_dir, device))
 
     def predict(
         self, model: Detector, images: Tensor, class_index: int, g: torch.Generator
@@ -575,11 +586,19 @@ class DeCoDiffMethod(Method):
         return Prediction(extras[cfg.anomaly_map], extras[f"score_{cfg.anomaly_map}"], extras)
 
     def import_official(
-        self, checkpoint: Path, config: str, classes: str, vae: str | None, data: DataSpec
-    ) -> tuple[DeCoDiff, DeCoDiffConfig, TrainConfig]:
+        self, checkpoint: Path, data: DataSpec, config: str = "UNet_L",
+        classes: str | None = None, vae: str | None = None,
+    ) -> tuple[DeCoDiff, DeCoDiffConfig, TrainConfig]:  # fmt: skip
         """A released DeCo-Diff checkpoint as a paper-profile model: ``config`` a preset name
         (UNet_XS … UNet_XL) or a JSON file of the official ``create_unet_model`` arguments;
-        ``classes`` "mvtec" / "visa" (the official class ids) or comma-separated names."""
+        ``classes`` "mvtec" / "visa" (the official class ids) or comma-separated names;
+        default: the official order of the dataset evaluated on."""
+        if classes is None and data.source not in OFFICIAL_CLASSES:
+            raise ValueError(
+                f"--classes: no official class order for {data.source!r} (known: "
+                f"{sorted(OFFICIAL_CLASSES)}); give the checkpoint's classes as NAME,NAME,..."
+            )
+        classes = classes or data.source
         if config in OFFICIAL_UNETS:
             unet = OFFICIAL_UNETS[config]
         elif Path(config).is_file():

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +26,9 @@ from torch import Tensor, nn
 
 from n2n_core.config import DataSpec, TrainConfig
 from n2n_core.data.training import training_images
-from n2n_core.methods.base import Ablation, Feed, Method, Prediction
+from n2n_core.methods.base import Feed, Method, Prediction
 from n2n_core.models import DenoiserConfig, SegmentationNet, SegmenterConfig, make_denoiser
+from n2n_core.options import Option, positive
 from n2n_core.schedules import _at, make_schedule, predict_x0, q_sample
 from n2n_core.synthesis import AnomalySynthesizer, SynthesisConfig, TextureSource
 
@@ -114,17 +115,13 @@ class DiffusionADConfig:
 
 PROFILES = {
     "paper": DiffusionADConfig(),
-    # CPU minutes: 64 px, a 0.8 M-parameter UNet and a 0.5 M-parameter segmenter; top-K scaled
-    # with the image area (50 of 256² ≈ 3 of 64²; 4 keeps it a small blob). Two departures,
-    # measured on the embedded data (mean image AUROC / pixel AUPRO, 900 steps): the paper's
-    # t ~ U{1..1000} and joint gradients give 0.899 / 0.759 — a tiny denoiser's repairs from
-    # large t are noise the segmenter learns to ignore, and the mask loss pulls the denoiser
-    # towards exposing rather than repairing anomalies. t ≤ 300 (as the official code's
-    # segmenter branch) with x̂0 detached gives 0.954 / 0.807. Perlin lattices of 2^0..2^3
-    # cells instead of 2^0..2^5: the paper's finest, 32 cells at 256 px, are 8-px blobs; at
-    # 64 px they would be 2-px slivers, finer than a real defect at that size and lost in a
-    # fine texture's own grain (photographic benchmark: mean image AUROC / pixel AUPRO
-    # 0.800 / 0.620 → 0.842 / 0.658). Measurements: benchmarks/RESULTS.md.
+    # CPU minutes: 64 px, a small UNet and segmenter; top-K scaled with the image area (50 of
+    # 256² ≈ 3 of 64²; 4 keeps it a small blob). Two departures from Alg. 1: t ≤ 300 (as the
+    # official code's segmenter branch) with x̂0 detached — a tiny denoiser's repairs from large
+    # t are noise the segmenter learns to ignore, and the mask loss would pull the denoiser
+    # towards exposing rather than repairing anomalies; Perlin lattices of 2^0..2^3 cells
+    # instead of 2^0..2^5 — the paper's finest, 32 cells at 256 px, are 8-px blobs, at 64 px
+    # they would be 2-px slivers. Measured in benchmarks/RESULTS.md.
     "smoke": DiffusionADConfig(
         train_t_max=300,
         detach_x0_hat=True,
@@ -345,25 +342,16 @@ class DiffusionADMethod(Method):
     train_profiles = TRAIN_PROFILES
     per_category = True
     eval_batch_size = 16
-    reproduce_notebook = "10"
+    options = (
+        Option("--variant", "model.variant", "the sub-networks trained (Table 3)",
+               choices=("full", "segmentation_only", "denoising_only")),
+        Option("--lambdas", "model.lambdas", "inference steps λ (default 100 200)",
+               type=positive(int), nargs="+"),
+        Option("--norm-guided", "model.norm_guided",
+               "the official code's norm-guided two-timestep variant (not the paper)", const=True),
+        Option("--texture-dir", "train.texture_dir", "DTD images for anomaly appearances"),
+    )  # fmt: skip
     repair_symbol = "x̂0"
-    official_grid_aupro = (1000, "minmax")  # the official code: 1000 thresholds, min-max FPR
-    official_selection = (
-        "n2n reports the last checkpoint of the profile's training length. The official "
-        "DiffusionAD code evaluates on the test set every 50 epochs and keeps the best "
-        "checkpoint, so its numbers are selected on the test data they report."
-    )
-    ablations: ClassVar = {
-        "diffusionad_table3": (  # the sub-networks (§4.4): each trained on its own
-            Ablation("SegmentationAD", train={"variant": "segmentation_only"}),
-            Ablation("DenoisingAD", train={"variant": "denoising_only"}),
-            Ablation("DiffusionAD"),
-        ),
-        "diffusionad_table4": tuple(  # the noise levels λ of Alg. 2, on the same model
-            Ablation(f"DiffusionAD λ={','.join(map(str, lams))}", inference={"lambdas": lams})
-            for lams in [(100,), (200,), (100, 200)]
-        ),
-    }
 
     def finalize(
         self, cfg: DiffusionADConfig, categories: list[str], explicit: frozenset[str]

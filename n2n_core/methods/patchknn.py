@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from n2n_core.config import DataSpec, TrainConfig, categories_of
-from n2n_core.data.training import training_images
+from n2n_core.data.training import to_model_range, training_images
 from n2n_core.methods.base import Feed, Method, Prediction
 
 __all__ = ["METHOD", "PROFILES", "PatchKNN", "PatchKNNConfig", "patch_distances"]
@@ -130,7 +130,7 @@ class _Feed(Feed):
         return len(self.images)
 
     def __call__(self, idx: Tensor, g: torch.Generator, device: object) -> tuple:
-        return ((self.images[idx].float() / 127.5 - 1).to(device),)
+        return (to_model_range(self.images[idx], device),)
 
 
 class PatchKNNMethod(Method):
@@ -141,6 +141,7 @@ class PatchKNNMethod(Method):
     config = PatchKNNConfig
     profiles = PROFILES
     train_profiles = TRAIN_PROFILES
+    kind = "fitted"  # one pass over the training patches: a memory bank
     per_category = True
     eval_batch_size = 8
 

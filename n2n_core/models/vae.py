@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from n2n_core.data.training import to_model_range
+
 __all__ = [
     "AutoencoderTrainer",
     "LatentVAE",
@@ -160,7 +162,7 @@ def with_scale(ae: nn.Module, images: Tensor, device: str | torch.device = "cpu"
     ae = ae.to(device).eval()
     zs = torch.cat(
         [
-            ae.encode((images[i : i + 64].float() / 127.5 - 1).to(device)).latent_dist.mean
+            ae.encode(to_model_range(images[i : i + 64], device)).latent_dist.mean
             for i in range(0, len(images), 64)
         ]
     )
