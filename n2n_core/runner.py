@@ -68,7 +68,9 @@ def parse_param(item: str) -> tuple[str, object]:
         return key, raw
 
 
-def _check_parameters(nb: Path, given: Mapping[str, object]) -> None:
+def _parameters(nb: Path, given: Mapping[str, object]) -> dict[str, object]:
+    """The parameters to run ``nb`` with (``interactive = False`` where it declares one),
+    checked against the ones its ``parameters`` cell declares."""
     import papermill
 
     declared = papermill.inspect_notebook(str(nb))
@@ -91,6 +93,10 @@ def _check_parameters(nb: Path, given: Mapping[str, object]) -> None:
                 f"{nb.name}: parameter {name}={value!r} must be {kind.__name__} like its "
                 f"default {default!r}"
             )
+    params = dict(given)
+    if "interactive" in declared:
+        params.setdefault("interactive", False)
+    return params
 
 
 def _key_numbers(executed: Path) -> dict[str, object]:
@@ -115,9 +121,6 @@ def run_notebooks(
     Every notebook runs even if an earlier one fails; the summary records each status, the
     wall time and the key numbers, and names the executed copy to open when one failed.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     from n2n_core.profiles import get_profile
 
     if "profile" in (parameters or {}):
@@ -128,46 +131,38 @@ def run_notebooks(
     notebooks = discover(Path(notebooks_dir), only)
     rows: list[dict[str, object]] = []
     for nb in notebooks:
-        declared = papermill.inspect_notebook(str(nb))
-        params = {"profile": profile, **dict(parameters or {})}
-        if "interactive" in declared:
-            params.setdefault("interactive", False)
-        _check_parameters(nb, params)
-        executed = out / nb.name
-        print(f"[n2n] {nb.name} (profile={profile}) ...", flush=True)
-        start, status, error = time.perf_counter(), "ok", ""
-        try:
-            papermill.execute_notebook(
-                str(nb),
-                str(executed),
-                parameters=params,
-                kernel_name=kernel_name,
-                cwd=str(nb.parent),
-                progress_bar=False,
-                log_output=False,
-            )
-        except PapermillExecutionError as exc:
-            status, error = "failed", f"{exc.ename}: {exc.evalue}".strip()
-            print(
-                f"[n2n] {nb.name} FAILED in cell {exc.exec_count}: {error}\n"
-                f"      open {executed} to see the failing cell",
-                flush=True,
-            )
-        seconds = round(time.perf_counter() - start, 1)
-        numbers = _key_numbers(executed) if executed.exists() else {}
-        rows.append(
-            {
-                "notebook": nb.name,
-                "status": status,
-                "seconds": seconds,
-                "key_numbers": numbers,
-                "error": error,
-                "executed": str(executed),
-            }
-        )
-        print(f"[n2n] {nb.name}: {status} in {seconds} s {numbers}", flush=True)
+        params = _parameters(nb, {"profile": profile, **dict(parameters or {})})
+        rows.append(_execute(nb, out / nb.name, params, kernel_name))
     _write_summary(out, profile, rows)
     return rows
+
+
+def _execute(nb: Path, executed: Path, params: dict, kernel_name: str) -> dict[str, object]:
+    """Run one notebook with papermill into ``executed``; its summary row."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    print(f"[n2n] {nb.name} (profile={params['profile']}) ...", flush=True)
+    start, status, error = time.perf_counter(), "ok", ""
+    try:
+        papermill.execute_notebook(
+            str(nb), str(executed), parameters=params, kernel_name=kernel_name,
+            cwd=str(nb.parent), progress_bar=False, log_output=False,
+        )  # fmt: skip
+    except PapermillExecutionError as exc:
+        status, error = "failed", f"{exc.ename}: {exc.evalue}".strip()
+        print(
+            f"[n2n] {nb.name} FAILED in cell {exc.exec_count}: {error}\n"
+            f"      open {executed} to see the failing cell",
+            flush=True,
+        )
+    seconds = round(time.perf_counter() - start, 1)
+    numbers = _key_numbers(executed) if executed.exists() else {}
+    print(f"[n2n] {nb.name}: {status} in {seconds} s {numbers}", flush=True)
+    return {
+        "notebook": nb.name, "status": status, "seconds": seconds, "key_numbers": numbers,
+        "error": error, "executed": str(executed),
+    }  # fmt: skip
 
 
 def _write_summary(out: Path, profile: str, rows: list[dict[str, object]]) -> None:

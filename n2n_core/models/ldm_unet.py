@@ -59,14 +59,13 @@ class OfficialUNetConfig:
 
     @staticmethod
     def from_file(path: Path | str) -> OfficialUNetConfig:
-        d = json.loads(Path(path).read_text())
-        known = set(OfficialUNetConfig.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {unknown}; expected some of {sorted(known)}")
-        return OfficialUNetConfig(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        )
+        """The official ``create_unet_model`` arguments of a JSON file (unknown keys refused)."""
+        from n2n_core.config import from_dict
+
+        try:
+            return from_dict(OfficialUNetConfig, json.loads(Path(path).read_text()))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
 
 # the official UNet_XS ... UNet_XL (models.py); latent_size and ncls are set per dataset
