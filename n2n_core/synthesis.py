@@ -354,12 +354,9 @@ class AnomalySynthesizer:
         return Synthesis(normal, P, F, M, A, blend(normal, A, M, b), b, source)
 
     def batch(
-        self,
-        normals: Tensor,
-        g: torch.Generator,
-        foregrounds: Tensor | None = None,
+        self, normals: Tensor, g: torch.Generator, foregrounds: Tensor | None = None,
         n_anomalous: int | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
         """The paper's batch composition: of B normal images the first B − n stay normal (zero
         masks) and the last n (default B // 2: 3 + 3 for B = 6) become synthetic anomalies.
         Returns images (B, 3, H, W), masks (B, 1, H, W) float, labels (B,) long.

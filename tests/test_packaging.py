@@ -84,6 +84,19 @@ def test_every_subpackage_and_the_course_are_packaged():
     assert "*.ipynb" in data["n2n_core.notebooks"]
     assert "paper_tables/*.csv" in data["n2n_core.data"]
     assert list((ROOT / "n2n_core" / "data" / "paper_tables").glob("*.csv"))
+    # every data file of the library reaches the wheel (e.g. the course's exercises.json)
+    import fnmatch
+
+    for f in (ROOT / "n2n_core").rglob("*"):
+        if f.is_dir() or f.suffix in (".py", ".pyc") or "__pycache__" in f.parts:
+            continue
+        owner = max(
+            (p for p in declared if (ROOT / p.replace(".", "/")) in f.parents),
+            key=len,
+        )
+        rel = f.relative_to(ROOT / owner.replace(".", "/")).as_posix()
+        patterns = data.get(owner, [])
+        assert any(fnmatch.fnmatch(rel, pat) for pat in patterns), f"{f} is not package data"
 
 
 def test_one_torch_version_across_the_install_paths():

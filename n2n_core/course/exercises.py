@@ -4,9 +4,11 @@ solution). Cases are seeded, so a verdict is the same on every run."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -338,53 +340,16 @@ def _baseline_score() -> Iterator[Case]:
         yield (maps,), maps.flatten(1).amax(1), f"a batch of {b}"
 
 
-def _ex(key, title, cases, solution, passed, atol=1e-5) -> tuple[str, Exercise]:
-    return key, Exercise(key, title, cases, solution, passed, atol)
+def _registry() -> dict[str, Exercise]:
+    """The exercises in lesson order, from exercises.json (what each asks and what "correct"
+    means, as data); ``cases`` names a generator of this module."""
+    rows = json.loads(Path(__file__).with_name("exercises.json").read_text(encoding="utf-8"))
+    out = {}
+    for r in rows:
+        cases = globals()[r["cases"]]
+        args = (r["key"], r["title"], cases, r["solution"], r["passed"], r.get("atol", 1e-5))
+        out[r["key"]] = Exercise(*args)
+    return out
 
 
-EXERCISES: dict[str, Exercise] = dict([
-    _ex("01.q_sample", "x_t from x_0 in one draw (DiffusionAD Eq. 2)", _q_sample, "q_sample",
-        "equals n2n_core.schedules.q_sample at t = 1 … 1000"),
-    _ex("01.predict_x0", "the one-step estimate x̂0 (DiffusionAD Eq. 5)", _predict_x0,
-        "predict_x0", "equals n2n_core.schedules.predict_x0"),
-    _ex("01.amplification", "how much x̂0 amplifies an error in ε (k_t)", _amplification,
-        "amplification", "matches the amplification measured with predict_x0", 1e-3),
-    _ex("02.to_model_range", "pixels → the tensor the models take", _to_model_range,
-        "to_model_range", "equals what AnomalyDataset returns for the same PNG"),
-    _ex("02.background_colour", "the background colour foreground estimation starts from",
-        _background_colour, "background_colour", "equals the median of the border ring"),
-    _ex("03.blend", "the anomaly blend (DiffusionAD Eq. 9)", _blend, "blend",
-        "equals n2n_core.synthesis.blend"),
-    _ex("03.anomaly_region", "where the anomaly goes: Perlin noise × foreground",
-        _anomaly_region, "anomaly_region", "thresholds the noise inside the foreground only"),
-    _ex("04.auroc", "AUROC by counting pairs", _auroc, "auroc",
-        "equals scikit-learn's roc_auc_score, ties included", 1e-9),
-    _ex("04.pro_at", "the per-region overlap at one threshold", _pro_at, "pro_at",
-        "equals a brute-force count over 8-connected regions", 1e-9),
-    _ex("05.focal_loss", "the focal loss of Eq. 7", _focal, "focal_loss",
-        "equals n2n_core.methods.diffusionad.focal_loss"),
-    _ex("05.mask_loss", "the segmentation loss L_mask (Eq. 7)", _mask_loss, "mask_loss",
-        "equals SmoothL1 + γ · focal with the paper's γ = 5"),
-    _ex("06.top_k_score", "the image score of Alg. 2: mean of the top-K pixels", _top_k,
-        "top_k_score", "equals n2n_core.methods.diffusionad.top_k_score"),
-    _ex("06.alg2_score", "Alg. 2: average the maps over λ, then score", _alg2_score,
-        "alg2_score", "averages the maps before taking the top-K mean"),
-    _ex("07.masked_forward", "the masked forward process (DeCo-Diff Eq. 7)", _masked_forward,
-        "masked_forward", "equals n2n_core.deviation.masked_forward"),
-    _ex("07.dod_target", "the direction of deviation δ (DeCo-Diff Eq. 11)", _dod_target,
-        "dod_target", "equals n2n_core.deviation.dod_target"),
-    _ex("07.correction_step", "one deviation-correction step (DeCo-Diff Eq. 13–14)",
-        _correction_step, "correction_step", "gives Eq. 13's z̃0 and Eq. 14's next latent"),
-    _ex("08.psnr", "reconstruction quality in dB", _psnr, "psnr",
-        "equals n2n_core.models.vae.psnr", 1e-4),
-    _ex("08.unit_scale", "the factor that gives latents unit variance", _unit_scale,
-        "unit_scale", "makes the latents' standard deviation 1"),
-    _ex("09.eq15", "the geometric anomaly map (DeCo-Diff Eq. 15, before blurring)", _eq15,
-        "eq15", "equals n2n_core.deviation.discrepancy_maps with no blur"),
-    _ex("09.z0_strategy", "the z_0 strategy's one-step estimate (DeCo-Diff Eq. 13)",
-        _z0_strategy, "z0_strategy", "equals n2n_core.deviation.correct(strategy='z_0')"),
-    _ex("12.baseline_map", "your own method: the mean-image baseline's anomaly map",
-        _baseline_map, "baseline_map", "mean absolute difference to the mean image over RGB"),
-    _ex("12.baseline_score", "your own method: its image score", _baseline_score,
-        "baseline_score", "the largest pixel of each map"),
-])  # fmt: skip
+EXERCISES: dict[str, Exercise] = _registry()

@@ -34,7 +34,15 @@ from PIL import Image
 from scipy import ndimage
 
 from n2n_core.data.samples import DatasetError
-from n2n_core.data.synthetic import _blob, _draw, _ellipse, _save_png, _stroke, ensure_generated
+from n2n_core.data.synthetic import (
+    SyntheticSpec,
+    _blob,
+    _draw,
+    _ellipse,
+    _save_png,
+    _stroke,
+    ensure_generated,
+)
 
 __all__ = ["CATEGORIES", "DEFECTS", "PhotoSpec", "ensure_photos", "generate_photos", "render_photo"]
 
@@ -45,8 +53,9 @@ MANIFEST = "n2n_photos.json"
 
 
 @dataclass(frozen=True)
-class PhotoSpec:
-    seed: int = 0
+class PhotoSpec(SyntheticSpec):
+    """What to generate, as for the geometric set, with the photographic set's sizes."""
+
     size: int = 96
     n_train: int = 60
     n_test_good: int = 12
