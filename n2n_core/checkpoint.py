@@ -106,6 +106,7 @@ def save(ckpt: Path, accelerator: Any, model, optimizer, scheduler, gen, state: 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if ckpt.exists():
+            shutil.rmtree(old, ignore_errors=True)  # a crash's leftover never blocks the swap
             ckpt.rename(old)
         tmp.rename(ckpt)
         shutil.rmtree(old, ignore_errors=True)
@@ -117,7 +118,10 @@ def recover(ckpt: Path) -> None:
     ``last.tmp → last``) there is no ``last``: the ``.tmp`` one is then complete (it was
     written before the first rename) and newest; without it, ``.old`` is the last good one."""
     tmp, old = ckpt.with_name(ckpt.name + ".tmp"), ckpt.with_name(ckpt.name + ".old")
-    if ckpt.exists() or not old.exists():
+    if ckpt.exists():
+        shutil.rmtree(old, ignore_errors=True)  # the swap finished: .old is a leftover
+        return
+    if not old.exists():
         return
     (tmp if tmp.is_dir() else old).rename(ckpt)
     shutil.rmtree(old, ignore_errors=True)

@@ -185,7 +185,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         overrides["lambdas"] = tuple(args.lambdas)
     if args.top_k is not None:
         overrides["top_k"] = args.top_k
-    metrics = evaluate_run(args.run_dir, args.seed, overrides=overrides or None)
+    metrics = evaluate_run(
+        args.run_dir, args.seed, overrides=overrides or None, on_write_error="raise"
+    )
     for k, v in metrics.items():
         print(f"{k:<13} {v:.4f}")
     print(

@@ -207,13 +207,28 @@ def evaluate_run(
     device: str | None = None,
     write: bool = True,
     overrides: dict | None = None,
+    on_write_error: str = "warn",
 ) -> dict[str, float]:
     """Evaluate a run on its test split, category by category; returns (and writes) the
     seven metrics — for a multi-category run their unweighted mean over categories, as the
-    papers report. ``overrides``: inference settings, as in ``load_predictor``."""
+    papers report. ``overrides``: inference settings, as in ``load_predictor``. The run folder
+    is locked while it is written (``RunFolder.lock``). If the results cannot be written (a
+    full or read-only disk), an older metrics.json is removed where possible and
+    ``on_write_error`` decides: ``"warn"`` (the metrics are still returned) or ``"raise"``
+    (an OSError naming the folder: the command line's choice)."""
+    if on_write_error not in ("warn", "raise"):
+        raise ValueError(f"on_write_error must be 'warn' or 'raise', got {on_write_error!r}")
     run = RunFolder(run_dir)
-    run_dir, dev = run.path, device or default_device()
-    cfg = _config(run, overrides)
+    if not write:
+        return _evaluate(run, seed, device or default_device(), False, overrides)
+    with run.lock("evaluate"):
+        return _evaluate(run, seed, device or default_device(), on_write_error, overrides)
+
+
+def _evaluate(
+    run: RunFolder, seed: int, dev: Any, write: bool | str, overrides: dict | None
+) -> dict[str, float]:
+    run_dir, cfg = run.path, _config(run, overrides)
     method = methods.method_of(cfg)
     paper = paper_of(method.name)
     grid = paper.grid_aupro if paper else None
@@ -244,9 +259,24 @@ def evaluate_run(
                 "mean": mean_or_none(list(grid_aupro.values())),
             }  # fmt: skip
         info["device"] = str(dev)
-        try:
-            atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-            _write(run_dir, per_cat, info, fig)
-        except OSError as exc:  # a full or read-only disk: the metrics are still returned
-            warnings.warn(f"could not write the results into {run_dir}: {exc}", stacklevel=2)
+        _write_results(run_dir, metrics, per_cat, info, fig, write)
     return metrics
+
+
+def _write_results(run_dir: Path, metrics: dict, per_cat: dict, info: dict, fig, mode) -> None:
+    try:
+        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        _write(run_dir, per_cat, info, fig)
+    except OSError as exc:  # a full or read-only disk
+        try:
+            (run_dir / "metrics.json").unlink(missing_ok=True)  # never a stale one beside
+        except OSError:
+            pass
+        message = (
+            f"could not write the results into {run_dir} ({exc}); any metrics.json there is "
+            "from an earlier evaluation. Free space or make the folder writable, then evaluate "
+            "again"
+        )
+        if mode == "raise":
+            raise OSError(message) from None
+        warnings.warn(message, stacklevel=3)

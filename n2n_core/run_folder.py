@@ -8,14 +8,20 @@
     RUN/model.safetensors     the trained model; RUN/train_info.json what training cost
 
 ``train``, ``evaluate``, ``reproduce`` and the CLI ask it whether a run is empty, resumable or
-finished, and read or write these files through it. ``run_files`` reads the outputs for
-notebooks.
+finished, and read or write these files through it; while one of them writes, ``RUN/.lock``
+(``RunFolder.lock``) keeps every other writer out. ``run_files`` reads the outputs for notebooks.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -25,7 +31,14 @@ import torch
 from n2n_core.config import DataSpec, TrainConfig, from_dict, to_dict
 from n2n_core.io import atomic_write_text
 
-__all__ = ["RunFolder", "record"]
+__all__ = ["RunFolder", "RunFolderLocked", "record"]
+
+HEARTBEAT_S = 30.0  # the lock's holder touches it this often
+STALE_S = 300.0  # a lock untouched this long belongs to a process that is gone (any host)
+
+
+class RunFolderLocked(FileExistsError):
+    """Another process is writing the run folder (``RUN/.lock`` says which)."""
 
 
 def record(model_cfg: Any, train_cfg: TrainConfig, data: DataSpec) -> dict:
@@ -216,3 +229,89 @@ class RunFolder:
         """A stage's folder, written whole as ``partial``, takes its place; its checkpoint goes."""
         partial.rename(self.stage(name))
         shutil.rmtree(self.checkpoint(name), ignore_errors=True)
+
+    # ------------------------------------------------------------------ one writer
+    @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
+    @contextmanager
+    def lock(self, purpose: str) -> Iterator[None]:
+        """Hold ``RUN/.lock`` (pid, host, purpose) while writing; another writer is refused
+        with one line naming the holder. A lock whose process is gone is taken over: on this
+        host, a dead pid; on any host, no heartbeat for ``STALE_S`` seconds (a Colab VM that
+        disconnected from a run folder on Drive)."""
+        created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._acquire(purpose)
+        except BaseException:
+            if created and not any(self.path.iterdir()):
+                self.path.rmdir()  # refused: leave nothing behind
+            raise
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True)
+        beat.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            beat.join()
+            self.lock_path.unlink(missing_ok=True)
+            if created and not any(self.path.iterdir()):
+                self.path.rmdir()  # nothing was written: leave nothing behind
+
+    def _acquire(self, purpose: str) -> None:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose}
+        for _ in range(2):  # a second try after removing a stale lock
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is None or not self._stale(holder):
+                    raise RunFolderLocked(self._locked_message(holder)) from None
+                self.lock_path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({**me, "since": time.time()}, f)
+            return
+        raise RunFolderLocked(self._locked_message(self._holder()))
+
+    def _holder(self) -> dict | None:
+        try:
+            holder = json.loads(self.lock_path.read_text())
+            age = time.time() - self.lock_path.stat().st_mtime
+            return {**holder, "age": age} if isinstance(holder, dict) else {"age": age}
+        except FileNotFoundError:
+            return {"age": STALE_S + 1}  # released meanwhile: try again
+        except (OSError, ValueError):  # half-written by a writer that died at once
+            return {"age": time.time() - self.lock_path.stat().st_mtime}
+
+    @staticmethod
+    def _stale(holder: dict) -> bool:
+        if holder["age"] > STALE_S:
+            return True
+        if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+            try:
+                os.kill(holder["pid"], 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:  # alive, another user's
+                return False
+        return False
+
+    def _locked_message(self, holder: dict | None) -> str:
+        who = holder or {}
+        return (
+            f"{self.path} is being written by another process ({who.get('purpose', '?')}: pid "
+            f"{who.get('pid', '?')} on {who.get('host', '?')}, last seen "
+            f"{who.get('age', 0):.0f} s ago); wait for it to finish, or delete {self.lock_path} "
+            "if that process is gone"
+        )
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        while not stop.wait(HEARTBEAT_S):
+            try:
+                os.utime(self.lock_path)
+            except OSError:
+                pass

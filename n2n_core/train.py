@@ -21,6 +21,7 @@ import math
 import signal
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -351,14 +352,25 @@ def train(
     its model. ``stop_after`` ends the running stage after that many steps with a checkpoint,
     as an interruption would (used to test resuming); ``until`` names a stage after which to
     stop (e.g. ``"vae"``: only DeCo-Diff's autoencoder; nothing when the method has no such
-    stage, as DeCo-Diff with a pretrained VAE)."""
-    from accelerate.utils import set_seed
-
+    stage, as DeCo-Diff with a pretrained VAE). The run folder is locked meanwhile: a second
+    training or evaluation of it is refused (``RunFolderLocked``)."""
     run, method = RunFolder(run_dir), methods.method_of(model_cfg)
     _check_data(data)  # before the run folder exists: a bad dataset leaves nothing behind
     train_cfg = method.prepare(model_cfg, train_cfg, data)  # e.g. DTD found or missing
     accelerator = _accelerator(train_cfg)
-    resume = _start(run, record(model_cfg, train_cfg, data), resume, accelerator)
+    with run.lock("train") if accelerator.is_main_process else nullcontext():
+        resume = _start(run, record(model_cfg, train_cfg, data), resume, accelerator)
+        return _train_run(run, method, model_cfg, train_cfg, data, accelerator, resume,
+                          stop_after, until)  # fmt: skip
+
+
+def _train_run(
+    run: RunFolder, method: Any, model_cfg: Any, train_cfg: TrainConfig, data: DataSpec,
+    accelerator: Any, resume: bool, stop_after: int | None, until: str | None,
+) -> dict[str, object]:  # fmt: skip
+    """The stages, then the model (``train``, with the run folder locked)."""
+    from accelerate.utils import set_seed
+
     stages = method.stages(model_cfg, train_cfg, data, run.path)
     if until is not None and until not in [s.name for s in stages]:
         return {"stage": until, "finished": True}  # e.g. no "vae" stage: a pretrained VAE

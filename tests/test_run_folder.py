@@ -1,6 +1,7 @@
 """A run folder has one owner (``RunFolder``), one Accelerator trains it, and its checkpoints
 load without running code."""
 
+import json
 import pickle
 from dataclasses import replace
 from pathlib import Path
@@ -94,3 +95,118 @@ def test_one_accelerator_per_train_with_a_stage(tmp_path, mvtec, monkeypatch):
         tmp_path / "run" / "model.safetensors"
     ).is_file()
     assert len(made) == 1, made
+
+
+# ------------------------------------------------------------------ one writer per run folder
+def test_a_second_training_into_a_busy_folder_is_refused_and_the_first_log_stays_intact(
+    tmp_path, mvtec
+):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tiny import TINY_DIFFUSIONAD
+
+    from n2n_core import cli
+    from n2n_core.run_folder import RunFolderLocked
+
+    run = tmp_path / "run"
+    args = ["train", "--data", "mvtec", "--root", str(mvtec), "--category", "bottle"]
+    args += ["--out", str(run), "--steps", "600", "--image-size", "32", "--batch-size", "2"]
+    for item in (
+        "model.denoiser.channels=(8, 16)",
+        "model.denoiser.attention_resolutions=()",
+        "model.denoiser.norm_num_groups=4",
+        "model.segmenter.base=4",
+        "model.segmenter.multipliers=(1, 2, 4)",
+        "train.log_every=1",
+    ):
+        args += ["--set", item]  # fmt: skip
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "n2n_core", *args]
+    first = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.time() + 120
+        while not (run / "run.json").is_file() and time.time() < deadline:
+            time.sleep(0.2)
+        assert (run / ".lock").is_file(), "the first training holds the lock"
+        with pytest.raises(RunFolderLocked, match=r"being written by another process \(train: pid"):
+            train(run, TINY_DIFFUSIONAD, _tcfg(), DataSpec("mvtec", str(mvtec), "bottle"),
+                  resume=True)  # fmt: skip
+        assert cli.main([*args, "--resume"]) == 2  # one line on the command line
+        assert cli.main(["evaluate", str(run)]) == 2  # evaluate waits its turn too
+    finally:
+        out, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, out
+    steps = [json.loads(x)["step"] for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 601))  # one writer: no duplicated or out-of-order lines
+    assert not (run / ".lock").exists()
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over_and_a_live_one_refused(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from n2n_core import run_folder
+    from n2n_core.run_folder import RunFolderLocked
+
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    lock = {"pid": int(dead), "host": socket.gethostname(), "purpose": "train"}
+    run.lock_path.write_text(json.dumps(lock))  # kill -9 left it
+    with run.lock("evaluate"):
+        assert json.loads(run.lock_path.read_text())["pid"] == os.getpid()
+    assert not run.lock_path.exists()
+    # another host's lock: refused while it is fresh, taken over once its heartbeat stopped
+    run.lock_path.write_text(json.dumps({"pid": 1, "host": "colab-vm-1", "purpose": "train"}))
+    with pytest.raises(RunFolderLocked, match="colab-vm-1"), run.lock("train"):
+        pass
+    old = time.time() - run_folder.STALE_S - 5
+    os.utime(run.lock_path, (old, old))
+    with run.lock("train"):
+        pass
+    assert not run.lock_path.exists()
+
+
+def test_evaluate_that_cannot_write_fails_in_one_line_and_leaves_no_stale_metrics(
+    tmp_path, mvtec, monkeypatch, capsys
+):
+    from tiny import TINY_DIFFUSIONAD
+
+    from n2n_core import cli, evaluate
+
+    run = tmp_path / "run"
+    train(run, TINY_DIFFUSIONAD, _tcfg(steps=2), DataSpec("mvtec", str(mvtec), "bottle"))
+    assert cli.main(["evaluate", str(run)]) == 0 and (run / "metrics.json").is_file()
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(evaluate, "_write", full)
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run)]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "could not write the results into" in out[0] and "wrote" not in out[0]
+    assert not (run / "metrics.json").exists()  # the earlier one would pass for this one
+
+
+def test_a_leftover_last_old_never_blocks_a_checkpoint(tmp_path, mvtec):
+    """A crash after ``last → last.old`` and ``last.tmp → last`` but before ``last.old`` was
+    removed leaves both; the next checkpoint must not fail on it ("Directory not empty")."""
+    from tiny import TINY_DIFFUSIONAD
+
+    data, run = DataSpec("mvtec", str(mvtec), "bottle"), tmp_path / "run"
+    train(run, TINY_DIFFUSIONAD, _tcfg(), data, stop_after=2)
+    old = run / "checkpoints" / "last.old"
+    old.mkdir()
+    (old / "state.json").write_text("{}")
+    train(run, TINY_DIFFUSIONAD, _tcfg(), data, resume=True)
+    assert RunFolder(run).finished and not old.exists()
