@@ -147,3 +147,80 @@ def test_extract_refuses_path_traversal(tmp_path):
 def test_unknown_dataset_name(tmp_path):
     with pytest.raises(ValueError, match="dataset must be one of"):
         D.download("imagenet", tmp_path)
+
+
+# ------------------------------------------------------------------ nothing stuck, nothing unsafe
+def _zip_bytes():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("Class1/Train/0001.PNG", b"\x89PNG" + bytes(2000))
+    return buf.getvalue()
+
+
+def test_a_complete_part_answered_by_416_is_finished_not_stuck(tmp_path):
+    payload = _zip_bytes()
+    (tmp_path / "a.zip.part").write_bytes(payload)  # every byte, the rename never happened
+
+    def refuse(req):
+        assert req.get_header("Range") == f"bytes={len(payload)}-"
+        raise urllib.error.HTTPError(req.full_url, 416, "Range Not Satisfiable", {}, None)
+
+    D.fetch("https://example.org/a.zip", tmp_path / "a.zip", _sha(payload), refuse)
+    assert (tmp_path / "a.zip").read_bytes() == payload
+
+
+def test_a_file_without_checksum_cut_short_is_never_kept_as_final(tmp_path):
+    """DAGM's archives have no published checksum: the announced size and a whole archive
+    decide, and a truncated final file from an older run is fetched again."""
+    payload = _zip_bytes()
+
+    class Short(FakeServer):
+        def __call__(self, req):
+            resp = super().__call__(req)
+            resp.headers = {"Content-Length": str(len(payload))}
+            data = resp.read(len(payload))[:-100]  # the connection closes early, no error
+            resp._b, resp._sent = io.BytesIO(data), 0
+            return resp
+
+    with pytest.raises(D.DownloadError, match=r"ended after \d+ of \d+ bytes"):
+        D.fetch("https://example.org/c.zip", tmp_path / "c.zip", None, Short(payload))
+    assert not (tmp_path / "c.zip").exists()  # kept as .part, to resume
+    (tmp_path / "old.zip").write_bytes(payload[:-100])  # final but cut short (older n2n)
+    server = FakeServer(payload)
+    D.fetch("https://example.org/old.zip", tmp_path / "old.zip", None, server)
+    assert (tmp_path / "old.zip").read_bytes() == payload and server.ranges == [None]
+
+
+def test_the_default_opener_has_a_timeout(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(
+        D.urllib.request, "urlopen", lambda req, timeout=None: seen.update(t=timeout)
+    )
+    D._open(D.urllib.request.Request("https://example.org/x"))
+    assert seen["t"] == D.TIMEOUT_S > 0
+
+
+def _linked_tar(path):
+    """A symlink chain: ``a -> .``, ``a/b -> ..``, then a file through ``a/b``."""
+    with tarfile.open(path, "w") as t:
+        for name, target in (("a", "."), ("a/b", "..")):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            t.addfile(info)
+        info = tarfile.TarInfo("a/b/escaped.txt")
+        info.size = 2
+        t.addfile(info, io.BytesIO(b"hi"))
+
+
+@pytest.mark.parametrize("has_filter", [True, False])
+def test_a_chain_of_links_never_writes_outside(tmp_path, monkeypatch, has_filter):
+    """On every supported Python: with tarfile's data filter (its error wrapped as a
+    DownloadError) and without it (Python 3.10.0-3.10.11, 3.11.0-3.11.3: links refused)."""
+    if not has_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    elif not hasattr(tarfile, "data_filter"):
+        pytest.skip("this Python has no tarfile.data_filter")
+    _linked_tar(tmp_path / "evil.tar")
+    with pytest.raises(D.DownloadError):
+        D.extract(tmp_path / "evil.tar", tmp_path / "deep" / "into")
+    assert not list(tmp_path.rglob("escaped.txt"))

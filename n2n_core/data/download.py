@@ -78,6 +78,25 @@ VISA_CATEGORIES = ("candle", "capsules", "cashew", "chewinggum", "fryum", "macar
                    "macaroni2", "pcb1", "pcb2", "pcb3", "pcb4", "pipe_fryum")  # fmt: skip
 
 Opener = Callable[[urllib.request.Request], object]
+TIMEOUT_S = 60  # a stalled server fails after this long without a byte, never hangs
+
+
+def _open(req: urllib.request.Request) -> object:
+    return urllib.request.urlopen(req, timeout=TIMEOUT_S)
+
+
+def _is_archive(path: Path) -> bool:
+    """Whether ``path`` reads as a whole zip or tar (a file cut short does not)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                z.infolist()
+            return True
+        with tarfile.open(path) as t:
+            t.getmembers()  # reads to the end: a truncated tar fails here
+        return True
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError):
+        return False
 
 
 def _sha256(path: Path) -> str:
@@ -99,38 +118,64 @@ def fetch(
     url: str,
     dest: Path,
     sha256: str | None = None,
-    opener: Opener = urllib.request.urlopen,
+    opener: Opener = _open,
     chunk: int = 1 << 20,
 ) -> Path:
     """Download ``url`` to ``dest`` through ``dest.part``, resuming a partial file with an HTTP
-    Range request, then check the SHA-256. A finished, verified ``dest`` is not fetched again."""
-    from tqdm.auto import tqdm
-
-    if dest.is_file() and (sha256 is None or _sha256(dest) == sha256):
-        return dest
+    Range request, then check the SHA-256 (where the publisher gives none: the byte count the
+    server announced and that the archive reads whole). A finished, verified ``dest`` is not
+    fetched again; one that fails the check is fetched anew."""
+    if dest.is_file():
+        if sha256 is not None and _sha256(dest) == sha256:
+            return dest
+        if sha256 is None and _is_archive(dest):
+            return dest
+        dest.unlink()  # cut short or corrupt: never kept as final
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     have = part.stat().st_size if part.is_file() else 0
-    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    resp = opener(req)
-    status = getattr(resp, "status", 200)
-    if have and status != 206:  # the server ignored the range: start over
-        have = 0
-    total = resp.headers.get("Content-Length")
-    total = int(total) + have if total is not None else None
-    with part.open("ab" if have else "wb") as f, tqdm(
-        total=total, initial=have, unit="B", unit_scale=True, desc=dest.name
-    ) as bar:  # fmt: skip
-        while block := resp.read(chunk):
-            f.write(block)
-            bar.update(len(block))
+    try:
+        total = _receive(url, part, have, opener, chunk, dest.name)
+    except urllib.error.HTTPError as exc:
+        if not (have and exc.code == 416):  # 416: the part already holds every byte
+            raise
+        total = have
+    got_size = part.stat().st_size
+    if total is not None and got_size != total:
+        raise DownloadError(
+            f"{url} ended after {got_size} of {total} bytes; run again to resume from {part}"
+        )
     if sha256 is not None:
         got = _sha256(part)
         if got != sha256:
             part.unlink()
             raise DownloadError(f"checksum mismatch for {url}: expected SHA-256 {sha256}, got {got}")
+    elif not _is_archive(part):
+        part.unlink()
+        raise DownloadError(f"{url} did not give a readable archive (removed); run again")
     part.replace(dest)
     return dest
+
+
+def _receive(
+    url: str, part: Path, have: int, opener: Opener, chunk: int, name: str
+) -> int | None:
+    """Append the rest of ``url`` from byte ``have`` to ``part``; the expected total size."""
+    from tqdm.auto import tqdm
+
+    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    resp = opener(req)
+    if have and getattr(resp, "status", 200) != 206:  # the server ignored the range: start over
+        have = 0
+    total = resp.headers.get("Content-Length")
+    total = int(total) + have if total is not None else None
+    with part.open("ab" if have else "wb") as f, tqdm(
+        total=total, initial=have, unit="B", unit_scale=True, desc=name
+    ) as bar:  # fmt: skip
+        while block := resp.read(chunk):
+            f.write(block)
+            bar.update(len(block))
+    return total
 
 
 def extract(archive: Path, into: Path) -> None:
@@ -154,12 +199,28 @@ def extract(archive: Path, into: Path) -> None:
                 safe(m.name)
                 if m.issym() or m.islnk():
                     safe(str(Path(m.name).parent / m.linkname))
-            if hasattr(tarfile, "data_filter"):  # Python ≥ 3.12 and recent 3.10/3.11 patches
-                t.extractall(into, members=members, filter="data")
-            else:
-                t.extractall(into, members=members)
+            _extract_tar(t, members, into, archive)
     else:
         raise DownloadError(f"{archive} is neither a tar nor a zip archive")
+
+
+def _extract_tar(t: tarfile.TarFile, members: list, into: Path, archive: Path) -> None:
+    """With Python's ``data`` filter where it exists (3.12, 3.11.4+, 3.10.12+); without it, no
+    link or special file at all (datasets hold none), so that a chain of links cannot write
+    outside ``into``."""
+    if hasattr(tarfile, "data_filter"):
+        try:
+            t.extractall(into, members=members, filter="data")
+        except tarfile.TarError as exc:  # FilterError and co.
+            raise DownloadError(f"{archive}: refused to unpack ({exc})") from None
+        return
+    odd = [m.name for m in members if not (m.isfile() or m.isdir())]
+    if odd:
+        raise DownloadError(
+            f"{archive} contains links or special files ({', '.join(odd[:3])}), which this "
+            "Python cannot unpack safely: use Python ≥ 3.11.4, or unpack it by hand"
+        )
+    t.extractall(into, members=members)
 
 
 def check_layout(name: str, root: Path) -> list[str]:
@@ -182,7 +243,7 @@ def check_layout(name: str, root: Path) -> list[str]:
 def download(
     name: str,
     root: Path | str = "data",
-    opener: Opener = urllib.request.urlopen,
+    opener: Opener = _open,
     keep_archives: bool = False,
 ) -> Path:
     """Fetch, verify, unpack and check one dataset; returns ``root/<folder>``."""
