@@ -2,6 +2,7 @@
 
 import hashlib
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,6 +239,39 @@ def test_ensure_synthetic_reuses_and_protects(tmp_path):
     assert (other / "keep.txt").read_text() == "user data"
     # reading never regenerates: a dataset made with another spec is used as it is
     assert len(load_samples("synthetic", root, "cap", "train")) == 2
+
+
+def test_regenerating_replaces_only_what_n2n_wrote(tmp_path):
+    """Another spec regenerates the embedded set; a user's file and own category beside it
+    stay, and a regeneration cut off before the manifest moved is completed by the next one."""
+    small = S.SyntheticSpec(size=32, n_train=2, n_test_good=1, n_per_defect=1)
+    root = S.ensure_synthetic(tmp_path / "syn", small)
+    (root / "notes.txt").write_text("user data")
+    (root / "mine" / "train" / "good").mkdir(parents=True)
+    bigger = S.SyntheticSpec(size=32, n_train=3, n_test_good=1, n_per_defect=1)
+    S.ensure_synthetic(root, bigger)
+    assert len(load_samples("synthetic", root, "cap", "train")) == 3
+    assert (root / "notes.txt").read_text() == "user data" and (root / "mine").is_dir()
+    assert not list(tmp_path.glob(".syn-*"))  # no temporary folder left
+    calls = []
+    real = Path.replace
+
+    def cut_at_manifest(self, target):  # the process dies just before the manifest moves
+        if Path(target).name == "n2n_synthetic.json" and not calls:
+            calls.append(target)
+            raise KeyboardInterrupt
+        return real(self, target)
+
+    import unittest.mock
+
+    with (
+        unittest.mock.patch.object(Path, "replace", cut_at_manifest),
+        pytest.raises(KeyboardInterrupt),
+    ):
+        S.ensure_synthetic(root, small)
+    S.ensure_synthetic(root, small)  # the old manifest still differs: regenerated again
+    assert len(load_samples("synthetic", root, "cap", "train")) == 2
+    assert (root / "notes.txt").read_text() == "user data"
 
 
 # --------------------------------------------------------------------- foreground masks

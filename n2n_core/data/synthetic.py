@@ -335,15 +335,17 @@ def ensure_generated(
     """Generate a dataset at ``root`` with ``generate_into(folder)`` unless the one described
     by ``want`` (its manifest ``manifest_name``) is already there.
 
-    Written to a temporary sibling folder and renamed into place, so an interrupted run
-    never leaves half a dataset; a non-empty folder without our manifest is left alone.
+    Written to a temporary sibling folder and moved into place, so an interrupted run never
+    leaves half a dataset: a new root is renamed whole; an older generation is replaced entry by
+    entry (its category folders; the manifest last, so that a run cut off in between regenerates
+    again), and nothing else in the root — a user's own files — is touched. A non-empty folder
+    without our manifest is left alone.
     """
     root = Path(root)
     manifest = root / manifest_name
     if manifest.is_file():
         if json.loads(manifest.read_text()) == want:
             return root
-        shutil.rmtree(root)  # ours, but another version or spec: regenerate
     elif root.exists() and any(root.iterdir()):
         raise DatasetError(
             f"{root} exists and is not an n2n generated dataset ({manifest_name} missing); "
@@ -353,12 +355,18 @@ def ensure_generated(
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:
         generate_into(tmp)
-        if root.exists():
-            root.rmdir()
-        tmp.rename(root)
-    except BaseException:
+        if not root.exists() or not any(root.iterdir()):
+            if root.exists():
+                root.rmdir()
+            tmp.rename(root)
+            return root
+        entries = sorted(tmp.iterdir(), key=lambda p: p.name == manifest_name)  # manifest last
+        for entry in entries:  # ours, of another version or spec: what we wrote, replaced
+            if (root / entry.name).is_dir():
+                shutil.rmtree(root / entry.name)
+            entry.replace(root / entry.name)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root
 
 
