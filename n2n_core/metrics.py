@@ -15,15 +15,17 @@ Definitions (MVTec AD's protocol; docs/metrics.md and notebook 04 explain them):
   at the limit, and divided by the limit. No threshold grid: every metric here is invariant
   under strictly increasing transforms of the scores.
 
-Pixel scores are compared in float32 (the precision of the anomaly maps the models make;
-float64 maps are rounded to float32 first). On the CPU the four pixel metrics come from a sort
-of the normal pixels' scores and one of the defect pixels' (32-bit keys), visiting only the tie
-runs that hold a defect pixel (``_positive_run_metrics``): counts are int64, PRO sums float64.
+Pixel scores are compared at the maps' own precision: float32 (what the models make; half
+precision is widened to it) or float64 (float64 maps and integer maps of 32 bits or more are
+never rounded to float32, which would tie scores that differ). On the CPU the four pixel
+metrics come from a sort of the normal pixels' scores and one of the defect pixels' (32- or
+64-bit keys), visiting only the tie runs that hold a defect pixel (``_positive_run_metrics``):
+counts are int64, PRO sums float64.
 Maps that live on a GPU (torch tensors on CUDA) take one ``torch.sort`` on their device and the
 full sweep over every tie run (``backend="torch"``, chosen automatically): only the masks'
 region labelling and the curve points at tie-run ends come to the CPU. Values agree with the
 NumPy path to float64 rounding (tested on CPU tensors). ``pro_curve`` (for plots) sweeps a
-packed uint64 key (descending score bits | region id). ``aupro_grid`` is the paper-codebase
+packed uint64 key (descending float32 score bits | region id). ``aupro_grid`` is the paper-codebase
 approximation, opt-in and named so (``pixel_aupro_official_grid``).
 """
 
@@ -85,7 +87,8 @@ def _as_maps(maps: object, name: str = "maps") -> np.ndarray:
         raise ValueError(f"{name} must have shape (N, H, W) or (N, 1, H, W), got {a.shape}")
     if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
         raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
-    a = np.ascontiguousarray(a, dtype=np.float32)
+    wide = a.dtype == np.float64 or (np.issubdtype(a.dtype, np.integer) and a.dtype.itemsize >= 4)
+    a = np.ascontiguousarray(a, dtype=np.float64 if wide else np.float32)
     bad = [i for i, img in enumerate(a) if not np.isfinite(img).all()]  # no full-size temporary
     if bad:
         raise ValueError(
@@ -313,7 +316,8 @@ def _backend(maps: object, backend: str) -> str:
 
 
 def _as_maps_torch(maps: object, name: str = "maps") -> object:
-    """``_as_maps`` for a torch tensor, kept on its device (float32, (N, H, W))."""
+    """``_as_maps`` for a torch tensor, kept on its device ((N, H, W); float64 stays float64,
+    anything else becomes float32)."""
     import torch
 
     a = maps if isinstance(maps, torch.Tensor) else torch.as_tensor(np.asarray(maps))
@@ -324,7 +328,7 @@ def _as_maps_torch(maps: object, name: str = "maps") -> object:
         raise ValueError(f"{name} must have shape (N, H, W) or (N, 1, H, W), got {tuple(a.shape)}")
     if a.is_complex() or a.dtype == torch.bool:
         raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
-    a = a.float().contiguous()
+    a = (a if a.dtype == torch.float64 else a.float()).contiguous()
     bad = torch.nonzero(~torch.isfinite(a).flatten(1).all(1)).flatten().tolist()
     if bad:
         raise ValueError(
@@ -380,13 +384,15 @@ def _pixel_metrics(a: object, m: np.ndarray, fpr_limit: float, chunk_size: int) 
 
 
 def _descending_keys32(m: np.ndarray) -> np.ndarray:
-    """uint32 keys of one float32 map whose ascending order is the descending score order
-    (-0.0 counts as +0.0): x ≥ 0 → bits ^ 0x7FFFFFFF, x < 0 → bits."""
-    bits = (m + np.float32(0)).view(np.uint32).ravel()
-    flip = bits.view(np.int32) >> 31  # 0 for x ≥ 0, -1 for x < 0
+    """Unsigned keys of one float32 (uint32 keys) or float64 map (uint64 keys) whose ascending
+    order is the descending score order (-0.0 counts as +0.0): x ≥ 0 → bits ^ 0x7FF…F,
+    x < 0 → bits."""
+    u, i = (np.uint64, np.int64) if m.dtype == np.float64 else (np.uint32, np.int32)
+    bits = (m + m.dtype.type(0)).view(u).ravel()
+    flip = bits.view(i) >> (8 * bits.itemsize - 1)  # 0 for x ≥ 0, -1 for x < 0
     np.invert(flip, out=flip)
-    np.bitwise_and(flip, np.int32(0x7FFFFFFF), out=flip)
-    np.bitwise_xor(bits, flip.view(np.uint32), out=bits)
+    np.bitwise_and(flip, i(np.iinfo(i).max), out=flip)
+    np.bitwise_xor(bits, flip.view(u), out=bits)
     return bits
 
 
@@ -404,8 +410,9 @@ def _positive_run_metrics(a: np.ndarray, m: np.ndarray, P: int, fpr_limit: float
     ids, weights = _regions(m)
     n_img, per = len(a), a[0].size
     N, R = m.size - P, weights.size - 1
-    neg = np.empty(N, dtype=np.uint32)
-    pos_keys = np.empty(P, dtype=np.uint32)
+    key = np.uint64 if a.dtype == np.float64 else np.uint32
+    neg = np.empty(N, dtype=key)
+    pos_keys = np.empty(P, dtype=key)
     pos_region = np.empty(P, dtype=np.uint32)
     i_neg = i_pos = 0
     for i in range(n_img):
@@ -468,9 +475,10 @@ def _aupro_at_positive_runs(
 
 def pro_curve(maps: object, masks: object) -> tuple[np.ndarray, np.ndarray]:
     """The exact PRO curve (FPR, PRO), one point per distinct score, starting at (0, 0).
-    Its area up to the FPR limit, divided by the limit, is ``pixel_aupro``. Holds one point
-    per distinct score: meant for plotting, not for VisA-sized sets."""
-    a = _as_maps(maps)
+    Its area up to the FPR limit, divided by the limit, is ``pixel_aupro`` (for float32 maps;
+    the curve is drawn at float32 precision). Holds one point per distinct score: meant for
+    plotting, not for VisA-sized sets."""
+    a = _as_maps(maps).astype(np.float32, copy=False)
     m = _as_binary(masks, "masks", a.shape)
     N = int(np.count_nonzero(~m))
     _check_two_classes(m.size - N, N, "masks (pixels)")

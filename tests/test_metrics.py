@@ -142,17 +142,30 @@ def test_invariant_under_strictly_increasing_transforms():
         assert got == pytest.approx(ref, abs=1e-12)
 
 
-def test_pixel_scores_are_compared_at_float32_precision():
-    """Documented semantics: float64 maps are rounded to float32, so values closer than
-    float32 resolution tie (as they would in the float32 maps a model emits)."""
+def test_float64_maps_are_ranked_at_float64_precision():
+    """No ties introduced by a cast: scores 1e-12 apart, or 1e8 + 3 vs 1e8, keep their order
+    (the same as sklearn's on the float64 values), on the NumPy and the torch sweep alike;
+    float32 maps are ranked as float32."""
     maps, masks = random_case(9, n=4, size=8)
     maps64 = maps.astype(np.float64)
     maps64[masks] = 1.0 + 1e-12  # anomalous pixels just above ...
     maps64[~masks & (maps64 > 0.5)] = 1.0  # ... some normal ones, within float32 resolution
-    got = M.pixel_metrics(maps64, masks)["pixel_auroc"]
-    as32 = maps64.astype(np.float32).ravel()
-    assert got == pytest.approx(roc_auc_score(masks.ravel(), as32), abs=1e-12)
-    assert got < roc_auc_score(masks.ravel(), maps64.ravel())  # the float64 order is finer
+    want = roc_auc_score(masks.ravel(), maps64.ravel())
+    assert M.pixel_metrics(maps64, masks)["pixel_auroc"] == pytest.approx(want, abs=1e-12)
+    t = torch.from_numpy(maps64)
+    assert M.pixel_metrics(t, masks, backend="torch")["pixel_auroc"] == pytest.approx(
+        want, abs=1e-12
+    )
+    as32 = maps64.astype(np.float32)
+    got32 = M.pixel_metrics(as32, masks)["pixel_auroc"]
+    assert got32 == pytest.approx(roc_auc_score(masks.ravel(), as32.ravel()), abs=1e-12)
+    assert got32 < want
+    big = np.full(masks.shape, 1e8)
+    big[masks] += 3  # 1e8 + 3 vs 1e8: equal in float32
+    out = M.evaluate(big, masks)
+    assert out["pixel_auroc"] == out["pixel_ap"] == 1.0  # float32: 0.5 and a fraction
+    assert out["pixel_aupro"] == pytest.approx(1.0, abs=1e-12)
+    assert M.binary_metrics(big.reshape(len(big), -1).max(1), masks.any((1, 2)))["auroc"] == 1.0
 
 
 def test_evaluate_returns_the_seven_keys_and_accepts_torch():
