@@ -257,3 +257,25 @@ def test_reproduce_a_method_without_a_report_notebook(tmp_path, mvtec):
     assert cli.main(args) == 0
     assert {p.name for p in out.iterdir()} >= {"bottle", "report.md", "report.csv"}
     assert "| mean | image_auroc |" in (out / "report.md").read_text()
+
+
+def test_patchknn_extractors_are_registered_names_never_imports(tmp_path, mvtec, monkeypatch):
+    """run.json names an extractor; evaluating it imports nothing, even with a .py of that
+    name in the run folder and the folder as the working directory."""
+    from n2n_core.methods import patchknn
+
+    patchknn.register_extractor("gray", lambda x: x.mean(1, keepdim=True))
+    out = tmp_path / "pk"
+    args = ["train", "--method", "patchknn", "--data", "mvtec", "--root", str(mvtec)]
+    args += ["--category", "bottle", "--out", str(out), "--set", "model.extractor='gray'"]
+    assert cli.main(args) == 0 and cli.main(["evaluate", str(out)]) == 0
+    record = json.loads((out / "run.json").read_text())
+    record["model"]["extractor"] = "evil:run"
+    (out / "run.json").write_text(json.dumps(record))
+    marker = tmp_path / "ran"
+    (out / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\nrun = print\n")
+    monkeypatch.chdir(out)
+    monkeypatch.syspath_prepend(str(out))
+    with pytest.raises(ValueError, match=r"'evil:run' is not a registered feature extractor"):
+        evaluate_run(out)
+    assert not marker.exists()

@@ -1,7 +1,7 @@
 """patchknn: the non-diffusion reference. Every test patch's distance to its nearest training
 patch, as a map; image score = the map's maximum. Nothing is learned by gradient: "training"
 stores a memory bank of training patches (as PatchCore does with CNN features; here raw pixels
-by default, or the features of an extractor the user names).
+by default, or the features of a registered extractor the config names).
 
 Every diffusion number in n2n can be read against it: does the method beat a nearest-neighbour
 lookup on the same images at the same resolution?
@@ -9,7 +9,7 @@ lookup on the same images at the same resolution?
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,10 @@ from n2n_core.config import DataSpec, TrainConfig, categories_of
 from n2n_core.data.training import to_model_range, training_images
 from n2n_core.methods.base import Feed, Method, Prediction
 
-__all__ = ["METHOD", "PROFILES", "PatchKNN", "PatchKNNConfig", "patch_distances"]
+__all__ = [
+    "EXTRACTORS", "METHOD", "PROFILES", "PatchKNN", "PatchKNNConfig", "patch_distances",
+    "register_extractor",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class PatchKNNConfig:
     train_stride: int = 4  # patch centres kept from the training images, every n pixels
     test_stride: int = 2  # test patches every n pixels, the map upsampled bilinearly
     max_bank: int = 200_000  # a random subset of training patches beyond this many
-    extractor: str | None = None  # "module:callable", images (B,3,H,W) → features (B,C,h,w)
+    extractor: str | None = None  # a name in EXTRACTORS: images (B,3,H,W) → features (B,C,h,w)
 
     def __post_init__(self) -> None:
         if self.patch < 1 or self.patch % 2 == 0:
@@ -49,13 +52,35 @@ PROFILES = {
 TRAIN_PROFILES = {"smoke": TrainConfig(steps=1), "paper": TrainConfig(steps=1)}
 
 
-def _extractor(name: str | None):
+# feature extractors by name. A run.json names one; it never names code to import, so loading
+# a run folder runs nothing from it. Register yours in the session (``register_extractor``) or
+# from an installed package (entry point group ``n2n_core.patchknn_extractors``).
+EXTRACTORS: dict[str, Callable[[Tensor], Tensor]] = {}
+ENTRY_POINTS = "n2n_core.patchknn_extractors"
+
+
+def register_extractor(name: str, fn: Callable[[Tensor], Tensor]) -> None:
+    """Make ``fn`` (images (B, 3, H, W) in [-1, 1] → features (B, C, h, w)) available as
+    ``model.extractor=name``."""
+    EXTRACTORS[name] = fn
+
+
+def _extractor(name: str | None) -> Callable[[Tensor], Tensor] | None:
     if name is None:
         return None
-    module, _, attr = name.partition(":")
-    if not attr:
-        raise ValueError(f"extractor must look like 'module:callable', got {name!r}")
-    return getattr(importlib.import_module(module), attr)
+    if name not in EXTRACTORS:
+        from importlib.metadata import entry_points
+
+        installed = {ep.name: ep for ep in entry_points(group=ENTRY_POINTS)}
+        if name not in installed:
+            known = sorted({*EXTRACTORS, *installed})
+            raise ValueError(
+                f"model.extractor {name!r} is not a registered feature extractor (registered: "
+                f"{known or 'none'}); register one with "
+                "n2n_core.methods.patchknn.register_extractor(name, fn)"
+            )
+        register_extractor(name, installed[name].load())
+    return EXTRACTORS[name]
 
 
 def _patches(x: Tensor, patch: int, stride: int) -> tuple[Tensor, tuple[int, int]]:
