@@ -130,10 +130,12 @@ def run_notebooks(
     out.mkdir(parents=True, exist_ok=True)
     notebooks = discover(Path(notebooks_dir), only)
     rows: list[dict[str, object]] = []
-    for nb in notebooks:
-        params = _parameters(nb, {"profile": profile, **dict(parameters or {})})
-        rows.append(_execute(nb, out / nb.name, params, kernel_name))
-    _write_summary(out, profile, rows)
+    try:
+        for nb in notebooks:
+            params = _parameters(nb, {"profile": profile, **dict(parameters or {})})
+            rows.append(_execute(nb, out / nb.name, params, kernel_name))
+    finally:  # written whatever stopped the run (Ctrl-C too), with the notebooks done so far
+        _write_summary(out, profile, rows)
     return rows
 
 
@@ -156,6 +158,9 @@ def _execute(nb: Path, executed: Path, params: dict, kernel_name: str) -> dict[s
             f"      open {executed} to see the failing cell",
             flush=True,
         )
+    except Exception as exc:  # a dead kernel, a timeout: this notebook only
+        status, error = "failed", f"{type(exc).__name__}: {exc}".strip()
+        print(f"[n2n] {nb.name} FAILED ({error}); the next notebook runs", flush=True)
     seconds = round(time.perf_counter() - start, 1)
     numbers = _key_numbers(executed) if executed.exists() else {}
     print(f"[n2n] {nb.name}: {status} in {seconds} s {numbers}", flush=True)

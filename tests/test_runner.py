@@ -81,6 +81,17 @@ def test_run_collects_numbers_and_survives_a_failure(nb_dir, tmp_path):
     assert committed["cells"][1]["outputs"] == []
 
 
+def test_a_dead_kernel_fails_its_notebook_only_and_the_summary_is_written(nb_dir, tmp_path):
+    _notebook(nb_dir / "03_dies.ipynb", 'profile = "smoke"\nscale = 1', "import os\nos._exit(9)")
+    _notebook(nb_dir / "04_after.ipynb", 'profile = "smoke"\nscale = 1', "x = 1")
+    out = tmp_path / "runs"
+    rows = runner.run_notebooks("smoke", out, nb_dir, only=["03", "04"])
+    assert [r["status"] for r in rows] == ["failed", "ok"]
+    assert "DeadKernelError" in rows[0]["error"] or "died" in rows[0]["error"].lower()
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["notebook"] for r in summary["notebooks"]] == ["03_dies.ipynb", "04_after.ipynb"]
+
+
 def test_unknown_parameter_and_missing_parameters_cell_are_refused(nb_dir, tmp_path):
     with pytest.raises(ValueError, match=r"has no parameter\(s\) \['scal'\]"):
         runner.run_notebooks("smoke", tmp_path / "o", nb_dir, only=["01"], parameters={"scal": 1})
