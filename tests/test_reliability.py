@@ -431,3 +431,21 @@ def test_a_read_only_out_folder_is_one_line_naming_it(tmp_path, mvtec, monkeypat
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "Permission denied" in out[0] and str(ro / "run") in out[0]
     assert "Traceback" not in out[0]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("train.lr=abc", "setting 'train.lr' must be float, got 'abc'"),
+        ("train.lr=nan", "setting 'train.lr' must be float, got 'nan'"),
+        ("model.image_size=abc", "setting 'model.image_size' must be int, got 'abc'"),
+        ("model.norm_guided=1", "setting 'model.norm_guided' must be bool, got 1"),
+    ],
+)
+def test_a_setting_of_the_wrong_type_is_one_line_naming_it(
+    tmp_path, mvtec, capsys, setting, message
+):
+    assert cli.main(_args(mvtec, tmp_path / "run", 2, "--set", setting)) == 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [f"error: {message}"]
+    assert not (tmp_path / "run").exists()

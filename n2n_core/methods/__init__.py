@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -113,9 +115,43 @@ def set_field(cfg: Any, path: str, value: Any) -> Any:
         if not dataclasses.is_dataclass(inner):
             raise ValueError(f"{type(cfg).__name__}.{head} has no sub-settings (in {path!r})")
         value = set_field(inner, rest, value)
-    elif isinstance(value, list):
-        value = tuple(value)
-    return dataclasses.replace(cfg, **{head: value})
+    else:
+        if isinstance(value, list):
+            value = tuple(value)
+        _check_type(typing.get_type_hints(type(cfg))[head], value, path)
+    try:
+        return dataclasses.replace(cfg, **{head: value})
+    except TypeError as exc:  # a comparison in a config's checks, e.g. a string for a number
+        raise ValueError(f"setting {path!r} = {value!r}: {exc}") from None
+
+
+_SCALARS = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
+
+
+def _check_type(hint: Any, value: Any, path: str) -> None:
+    """A value of the field's type (int, float, bool, str, a tuple, or None where allowed);
+    other types are left to the config's own checks."""
+    options = (
+        typing.get_args(hint)
+        if typing.get_origin(hint) in (typing.Union, types.UnionType)
+        else (hint,)
+    )
+    if value is None and type(None) in options:
+        return
+    kinds = [o for o in options if o is not type(None)]
+    wanted: list[type] = []
+    for k in kinds:
+        origin = typing.get_origin(k) or k
+        if origin in _SCALARS:
+            wanted += _SCALARS[origin]
+        elif origin is tuple:
+            wanted.append(tuple)
+        else:
+            return  # a nested config or another type: the config checks it
+    ok = isinstance(value, tuple(wanted)) and not (isinstance(value, bool) and bool not in kinds)
+    if not ok:
+        names = " or ".join(getattr(k, "__name__", str(k)) for k in kinds)
+        raise ValueError(f"setting {path!r} must be {names}, got {value!r}")
 
 
 def _flatten(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -154,9 +190,12 @@ def resolve(
     explicit = set()
     for key, value in flat.items():
         part, _, path = key.partition(".")
-        if part == "model":
-            cfg = set_field(cfg, path, value)
-            explicit.add(path)
-        else:
-            tcfg = set_field(tcfg, path, value)
+        try:
+            if part == "model":
+                cfg = set_field(cfg, path, value)
+                explicit.add(path)
+            else:
+                tcfg = set_field(tcfg, path, value)
+        except ValueError as exc:  # name the whole key, as the user wrote it
+            raise ValueError(str(exc).replace(f"setting {path!r}", f"setting {key!r}")) from None
     return m.finalize(cfg, list(categories), frozenset(explicit)), tcfg
