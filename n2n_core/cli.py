@@ -56,6 +56,13 @@ def _notebooks(args: argparse.Namespace) -> int:
     _need_notebook_tools("notebooks")
 
     kwargs = {"notebooks_dir": args.notebooks_dir} if args.notebooks_dir else {}
+    ignored = [f for f, on in (("--profile", args.profile != "smoke"), ("--param", args.param),
+                               ("--out", args.out)) if on]  # fmt: skip
+    if args.inplace and ignored:
+        raise ValueError(
+            f"--inplace re-executes the committed notebooks with the smoke profile into "
+            f"themselves: {', '.join(ignored)} cannot apply (drop --inplace to run elsewhere)"
+        )
     if args.inplace:
         runner.execute_in_place(only=args.only, **kwargs)
         return 0
@@ -86,7 +93,13 @@ def _data(args: argparse.Namespace) -> int:
     root = _root(args.root, args.source)
     if args.source in GENERATED:
         print(f"[n2n] {args.source} dataset at {ensure_generated_source(args.source, root)}")
-    for cat in args.category or list_categories(args.source, root):
+    cats = args.category or list_categories(args.source, root)
+    if not cats:
+        raise ValueError(
+            f"no {args.source} categories under {root}: is it the dataset's root folder "
+            "(docs/data.md shows each layout)?"
+        )
+    for cat in cats:
         train = load_samples(args.source, root, cat, "train")
         test = load_samples(args.source, root, cat, "test")
         if not args.no_open:  # decode every image and mask: corrupt files, mismatched pairs

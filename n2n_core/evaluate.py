@@ -112,6 +112,7 @@ def predict_categories(
     run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
     method, cfg, model = load_predictor(run, device, overrides)
     data = run.configs[2]
+    _check_generated(data, run)
     for cat in categories_of(data):
         ds = method.dataset(cfg, load_samples(data.source, data.root, cat, "test"))
         start = time.perf_counter()
@@ -130,6 +131,22 @@ def predict_categories(
                 stacklevel=2,
             )
         yield cat, ds, pred, masks, labels, seconds
+
+
+def _check_generated(data: Any, run: RunFolder) -> None:
+    """Evaluation reads the run's data; it never generates an embedded dataset wherever a
+    run.json says (a copied or edited run folder could name any folder)."""
+    from n2n_core.data.readers import GENERATED
+
+    root = Path(data.root)
+    if data.source in GENERATED and not (root / GENERATED[data.source]).is_file():
+        from n2n_core.data.samples import DatasetError
+
+        raise DatasetError(
+            f"the {data.source} dataset this run was trained on is not at {root} (data.root in "
+            f"{run.record_path}); generate it there with `python -m n2n_core data {data.source} "
+            f"--root {root}`, then evaluate again"
+        )
 
 
 def metrics_of(

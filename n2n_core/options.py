@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TRAIN_OPTIONS", "Option", "positive"]
+__all__ = ["TRAIN_OPTIONS", "Option", "local_or_hub", "positive"]
 
 
 def positive(kind: type) -> Callable[[str], Any]:
@@ -26,6 +26,15 @@ def positive(kind: type) -> Callable[[str], Any]:
 
     parse.__name__ = f"positive {kind.__name__}"
     return parse
+
+
+def local_or_hub(text: str) -> str:
+    """A model reference: an existing local folder, stored absolute (a run folder is read from
+    anywhere), else a Hugging Face hub id as given."""
+    from pathlib import Path
+
+    path = Path(text).expanduser()
+    return str(path.resolve()) if path.exists() else text
 
 
 _UNSET: Any = object()

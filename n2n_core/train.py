@@ -225,7 +225,8 @@ def _loop(
                 bar.close()
                 raise TrainingInterrupted(
                     f"{signal.Signals(request.signum).name} at step {state['step']}/{steps} "
-                    f"({desc}): saved {ckpt}; continue with the same command and --resume",
+                    f"({desc}): saved {ckpt}; run the same command again to continue "
+                    "(`train` with --resume)",
                     request.signum,
                 )
             if stopping:

@@ -449,3 +449,48 @@ def test_a_setting_of_the_wrong_type_is_one_line_naming_it(
     out = capsys.readouterr().out.strip().splitlines()
     assert out == [f"error: {message}"]
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_never_generates_a_dataset_where_a_run_json_points(tmp_path):
+    from n2n_core.data import synthetic as S
+    from n2n_core.data.samples import DatasetError
+    from n2n_core.evaluate import evaluate_run
+    from n2n_core.methods import resolve
+
+    spec = S.SyntheticSpec(size=32, n_train=2, n_test_good=1, n_per_defect=1)
+    root = S.ensure_synthetic(tmp_path / "syn", spec)
+    cfg, tcfg = resolve("patchknn", "smoke", "synthetic", ["cap"], {"model.image_size": 32})
+    run = tmp_path / "run"
+    train(run, cfg, tcfg, DataSpec("synthetic", str(root), "cap"))
+    record = json.loads((run / "run.json").read_text())
+    record["data"]["root"] = str(tmp_path / "elsewhere" / "synthetic")
+    (run / "run.json").write_text(json.dumps(record))
+    with pytest.raises(DatasetError, match=r"not at .*elsewhere/synthetic .*data synthetic --root"):
+        evaluate_run(run)
+    assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize("source", ["folder", "dagm", "visa"])
+def test_data_on_an_empty_root_says_so(tmp_path, capsys, source):
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["data", source, "--root", str(tmp_path / "empty")]) == 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("error: ") and str(tmp_path / "empty") in out[0]
+
+
+def test_inplace_refuses_the_options_it_would_ignore(capsys):
+    for extra in (["--profile", "paper"], ["--param", "seed=1"], ["--out", "x"]):
+        assert cli.main(["notebooks", "--inplace", *extra]) == 2
+        assert "--inplace" in capsys.readouterr().out
+
+
+def test_a_local_vae_folder_is_stored_absolute(tmp_path, monkeypatch):
+    (tmp_path / "myvae").mkdir()
+    monkeypatch.chdir(tmp_path)
+    args = cli.build_parser().parse_args(
+        ["train", "--method", "decodiff", "--out", "r", "--vae", "myvae"]
+    )
+    assert args.vae == str(tmp_path / "myvae")
+    hub = cli.build_parser().parse_args(["train", "--method", "decodiff", "--out", "r",
+                                         "--vae", "stabilityai/sd-vae-ft-mse"])  # fmt: skip
+    assert hub.vae == "stabilityai/sd-vae-ft-mse"  # not a folder here: a hub id, as given

@@ -55,7 +55,7 @@ from n2n_core.models.ldm_unet import PRESETS as OFFICIAL_UNETS
 from n2n_core.models.ldm_unet import OfficialDoD, OfficialUNetConfig, load_official
 from n2n_core.models.vae import SD_VAE, AutoencoderTrainer, LatentVAE, VAEConfig, with_scale
 from n2n_core.models.vae import load_vae as load_vae_folder
-from n2n_core.options import Option, positive
+from n2n_core.options import Option, local_or_hub, positive
 from n2n_core.schedules import make_schedule
 
 __all__ = [
@@ -519,7 +519,8 @@ class DeCoDiffMethod(Method):
     dataset_model: ClassVar = {("paper", "visa"): {"rotate_180": True}}  # official VisA loader
     per_category = False
     options = (
-        Option("--vae", "model.vae.pretrained", "pretrained AutoencoderKL: hub id or local folder"),
+        Option("--vae", "model.vae.pretrained", "pretrained AutoencoderKL: hub id or local folder",
+               type=local_or_hub),
         Option("--vae-steps", "model.vae.steps", "training steps of the small autoencoder",
                type=positive(int)),
         Option("--strategy", "model.strategy", "correction strategy (Table 3)",
@@ -536,7 +537,8 @@ class DeCoDiffMethod(Method):
                default="UNet_L"),
         Option("--classes", "classes", "mvtec | visa (the official class order) or NAME,NAME,... "
                "(default: the official order of --data)"),
-        Option("--vae", "vae", "the autoencoder: a folder or hub id (default: the paper's)"),
+        Option("--vae", "vae", "the autoencoder: a folder or hub id (default: the paper's)",
+               type=local_or_hub),
     )  # fmt: skip
     eval_batch_size = 32
     repair_symbol = "x̃0"
