@@ -25,7 +25,7 @@ import torch
 
 from n2n_core import methods
 from n2n_core.config import categories_of
-from n2n_core.data import AnomalyDataset, load_samples
+from n2n_core.data import AnomalyDataset, load_mask, load_samples
 from n2n_core.device import default_device
 from n2n_core.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from n2n_core.methods import Prediction
@@ -121,6 +121,18 @@ def predict_categories(
         )
         seconds = time.perf_counter() - start
         lost = [i for i in range(len(ds)) if labels[i] and not bool(masks[i].any())]
+        empty = [
+            i for i in lost if ds.samples[i].mask is None or not load_mask(ds.samples[i].mask).any()
+        ]
+        if empty:
+            names = ", ".join(str(ds.samples[i].mask or ds.samples[i].image) for i in empty[:10])
+            warnings.warn(
+                f"{cat}: {len(empty)} anomalous test image(s) have an empty mask file (no "
+                f"defect pixel at all): {names}. They count as anomalous images with no defect "
+                "pixels; check those masks",
+                stacklevel=2,
+            )
+        lost = [i for i in lost if i not in empty]
         if lost:
             names = ", ".join(str(ds.samples[i].image) for i in lost[:10])
             warnings.warn(

@@ -16,6 +16,7 @@ from n2n_core.data import (
     foreground_masks,
     list_categories,
     load_image,
+    load_mask,
     load_samples,
 )
 from n2n_core.data import fixtures as F
@@ -176,6 +177,33 @@ def test_zero_one_masks_grayscale_rgba_and_non_ascii_paths(tmp_path):
         assert 0 <= float(x["image"].min()) and float(x["image"].max()) <= 1
         if test[i].label:  # 0/1 masks are read as binary masks, not as "almost empty"
             assert float(x["mask"].sum()) == 64
+
+
+def test_float_images_in_0_1_and_masks_drawn_in_the_alpha_channel(tmp_path):
+    """A float32 TIFF in [0, 1] is not read as black; one in [0, 255] is kept; others are an
+    error naming the file. A mask painted in the alpha channel (black colour, transparent
+    background) is its opaque pixels, not empty."""
+    rng = np.random.default_rng(0)
+    unit = rng.random((8, 8)).astype(np.float32)
+    Image.fromarray(unit, mode="F").save(tmp_path / "unit.tif")
+    got = load_image(tmp_path / "unit.tif")
+    assert np.array_equal(got[..., 0], np.clip(np.rint(unit * 255), 0, 255).astype(np.uint8))
+    Image.fromarray(unit * 255, mode="F").save(tmp_path / "scale255.tif")
+    assert np.array_equal(load_image(tmp_path / "scale255.tif"), got)
+    Image.fromarray(unit * 1000, mode="F").save(tmp_path / "odd.tif")
+    with pytest.raises(DatasetError, match=r"odd\.tif: floating-point values in \[.*neither"):
+        load_image(tmp_path / "odd.tif")
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[2:5, 3:6, 3] = 255  # drawn only in alpha
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha_mask.png")
+    want = np.zeros((8, 8), bool)
+    want[2:5, 3:6] = True
+    assert np.array_equal(load_mask(tmp_path / "alpha_mask.png"), want)
+    opaque = np.zeros((8, 8, 4), np.uint8)
+    opaque[..., 3] = 255
+    opaque[1:3, 1:3, :3] = 255  # an ordinary white-on-black mask saved as RGBA
+    Image.fromarray(opaque, "RGBA").save(tmp_path / "rgba_mask.png")
+    assert int(load_mask(tmp_path / "rgba_mask.png").sum()) == 4
 
 
 def test_dataset_value_range_and_resize(tmp_path):

@@ -288,6 +288,17 @@ def test_a_defect_lost_to_resizing_is_named_not_fatal(tmp_path, capsys):
     assert json.loads((run / "metrics.json").read_text())["image_auroc"] >= 0
 
 
+def test_an_empty_mask_file_is_named_as_such_not_blamed_on_resizing(tmp_path):
+    root = fixtures.write_mvtec(tmp_path / "m", categories=("bottle",), n_train=4, n_test=2)
+    mask = root / "bottle/ground_truth/broken/001_mask.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(mask)
+    run = tmp_path / "run"
+    assert cli.main(_args(root, run, 2)) == 0
+    with pytest.warns(UserWarning, match=r"empty mask file.*broken/001_mask\.png") as seen:
+        assert cli.main(["evaluate", str(run)]) == 0
+    assert not any("vanished" in str(w.message) for w in seen)
+
+
 def test_a_log_line_cut_off_by_a_crash_does_not_block_resume(tmp_path, mvtec):
     data, cfg = DataSpec("mvtec", str(mvtec), "bottle"), TINY_DIFFUSIONAD
     train(tmp_path / "straight", cfg, _tcfg(), data)

@@ -5,8 +5,11 @@ Decisions (each tested):
   benchmarks' images are opaque; alpha carries no appearance);
 - masks are binarised with ``> 0`` (MVTec stores 0/255, raw VisA small labels, some 0/1),
   JPEG masks with ``> 127`` (their compression spreads grey values around every edge);
-- 16-bit images are divided by 257 (their bit depth), whatever their content; every image and
-  mask is turned upright as its EXIF orientation says;
+- 16-bit images are divided by 257 (their bit depth), whatever their content; floating-point
+  images are read as [0, 1] (× 255) when every value lies there, else as [0, 255] (outside
+  both: an error); every image and mask is turned upright as its EXIF orientation says;
+- a mask with transparency (an alpha channel that is not all opaque) is its opaque pixels:
+  masks drawn in a paint program's alpha channel are not read as empty;
 - a mask whose size differs from its image is an **error**, not a silent resize: in these
   datasets a size mismatch means a wrong pairing;
 - images are resized bilinearly (antialiased), masks with nearest neighbour; or, with
@@ -52,10 +55,23 @@ def load_image(path: Path | str) -> np.ndarray:
         a = np.asarray(im, dtype=np.float64)
         if im.mode != "F":  # 16-bit integer images: scaled by their bit depth, never by content
             a = a / 257.0
+        else:
+            a = _float_to_255(a, Path(path))
         return np.repeat(np.clip(np.rint(a), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
     if im.mode == "P":
         im = im.convert("RGBA")
     return np.asarray(im.convert("RGB"))
+
+
+def _float_to_255(a: np.ndarray, path: Path) -> np.ndarray:
+    """A floating-point image on the 0..255 scale: [0, 1] is scaled, [0, 255] kept."""
+    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    if not (np.isfinite(a).all() and lo >= 0 and hi <= 255):
+        raise DatasetError(
+            f"cannot read image {path}: floating-point values in [{lo:g}, {hi:g}] are neither "
+            "in [0, 1] nor in [0, 255]; save it as 8- or 16-bit"
+        )
+    return a * 255.0 if hi <= 1.0 else a
 
 
 def load_mask(path: Path | str) -> np.ndarray:
@@ -64,6 +80,12 @@ def load_mask(path: Path | str) -> np.ndarray:
     of 255), with a warning once per folder."""
     path = Path(path)
     im = _open(path, "mask")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        alpha = np.asarray(im.getchannel("A"))
+        if (alpha < 255).any():  # drawn in the alpha channel: the opaque pixels are the defect
+            return alpha > 127 if path.suffix.lower() in LOSSY else alpha > 0
     single = im.mode in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L", "F")
     a = np.asarray(im if single else im.convert("L"))
     if path.suffix.lower() in LOSSY:
