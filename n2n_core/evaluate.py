@@ -68,7 +68,16 @@ def load_predictor(
     run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
     cfg = _config(run, overrides)
     method = methods.method_of(cfg)
-    return method, cfg, method.load(run.path, cfg, run.weights(), device)
+    weights = run.weights()
+    try:
+        return method, cfg, method.load(run.path, cfg, weights, device)
+    except (RuntimeError, KeyError, ValueError) as exc:  # state_dict mismatch: keys, shapes
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"{run.weights_path} does not fit the {method.name} model that {run.record_path} "
+            f"describes ({first}): was run.json edited, or the weights replaced? Train again "
+            "into a new --out"
+        ) from None
 
 
 def load_model(run_dir: Path | str, device: str | torch.device = "cpu") -> Any:

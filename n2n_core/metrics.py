@@ -85,6 +85,8 @@ def _as_maps(maps: object, name: str = "maps") -> np.ndarray:
         a = a[:, 0]
     if a.ndim != 3:
         raise ValueError(f"{name} must have shape (N, H, W) or (N, 1, H, W), got {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{name} are empty (shape {a.shape}): no pixel to score")
     if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
         raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
     wide = a.dtype == np.float64 or (np.issubdtype(a.dtype, np.integer) and a.dtype.itemsize >= 4)
@@ -326,6 +328,8 @@ def _as_maps_torch(maps: object, name: str = "maps") -> object:
         a = a[:, 0]
     if a.ndim != 3:
         raise ValueError(f"{name} must have shape (N, H, W) or (N, 1, H, W), got {tuple(a.shape)}")
+    if a.numel() == 0:
+        raise ValueError(f"{name} are empty (shape {tuple(a.shape)}): no pixel to score")
     if a.is_complex() or a.dtype == torch.bool:
         raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
     a = (a if a.dtype == torch.float64 else a.float()).contiguous()
@@ -497,7 +501,9 @@ def grid_pro_curve(
     FPR/max, the official DeCo-Diff evaluation."""
     if rescale not in ("minmax", "max"):
         raise ValueError(f"rescale must be 'minmax' or 'max', got {rescale!r}")
-    a = _as_maps(maps)
+    if not (isinstance(num_thresholds, int) and num_thresholds >= 2):
+        raise ValueError(f"num_thresholds must be an integer ≥ 2, got {num_thresholds!r}")
+    a = _as_maps(maps).astype(np.float32, copy=False)  # the paper code's float32 scores
     m = _as_binary(masks, "masks", a.shape)
     if not m.any():
         raise ValueError("masks (pixels): no anomalous pixels; AUPRO is undefined")
@@ -608,6 +614,10 @@ def mean_table(
 ) -> dict[str, dict[str, float]]:
     """Per-category results plus a ``mean`` row (unweighted mean over categories, as the
     papers report)."""
+    missing = [(c, k) for c, r in per_category.items() for k in keys if k not in r]
+    if missing:
+        c, k = missing[0]
+        raise ValueError(f"mean_table: category {c!r} has no {k!r} (every row needs {list(keys)})")
     rows = {c: {k: float(r[k]) for k in keys} for c, r in per_category.items()}
     if rows:
         rows["mean"] = {k: float(np.mean([r[k] for r in rows.values()])) for k in keys}

@@ -347,3 +347,16 @@ def test_a_mean_over_categories_with_an_unknown_value_is_unknown():
     assert M.mean_or_none([0.5, 0.7]) == pytest.approx(0.6)
     assert M.mean_or_none([0.5, None]) is None  # not the mean of the known half
     assert M.mean_or_none([]) is None
+
+
+def test_degenerate_inputs_are_errors_that_say_what_is_wrong():
+    masks = np.zeros((2, 0, 0), bool)
+    for maps in (np.zeros((2, 0, 0), np.float32), torch.zeros(2, 0, 0)):
+        with pytest.raises(ValueError, match="maps are empty"):
+            M.pixel_metrics(maps, masks, backend="torch" if torch.is_tensor(maps) else "numpy")
+    maps, masks = random_case(1, n=2, size=8)
+    with pytest.raises(ValueError, match="num_thresholds must be an integer ≥ 2, got 0"):
+        M.aupro_grid(maps, masks, 0)
+    with pytest.raises(ValueError, match=r"category 'b' has no 'image_ap'"):
+        M.mean_table({"a": {"image_auroc": 1, "image_ap": 1}, "b": {"image_auroc": 1}},
+                     keys=("image_auroc", "image_ap"))  # fmt: skip

@@ -505,3 +505,16 @@ def test_a_local_vae_folder_is_stored_absolute(tmp_path, monkeypatch):
     hub = cli.build_parser().parse_args(["train", "--method", "decodiff", "--out", "r",
                                          "--vae", "stabilityai/sd-vae-ft-mse"])  # fmt: skip
     assert hub.vae == "stabilityai/sd-vae-ft-mse"  # not a folder here: a hub id, as given
+
+
+def test_weights_that_do_not_fit_their_run_json_are_one_line(tmp_path, mvtec, capsys):
+    run = tmp_path / "run"
+    assert cli.main(_args(mvtec, run, 2)) == 0
+    record = json.loads((run / "run.json").read_text())
+    record["model"]["segmenter"]["base"] = 8  # edited: the weights were trained with 4
+    (run / "run.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run)]) == 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "model.safetensors does not fit the diffusionad model" in out[0]
+    assert "was run.json edited" in out[0]
