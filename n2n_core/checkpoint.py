@@ -150,6 +150,8 @@ def load(ckpt: Path, accelerator: Any, model, optimizer, scheduler, gen) -> dict
         _set_rng_states(json.loads(rng.read_text()), gen)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, pickle.UnpicklingError) as exc:
         raise ValueError(
-            f"cannot load the checkpoint {ckpt} ({type(exc).__name__}: {exc})"
+            f"cannot load the checkpoint {ckpt} ({type(exc).__name__}: {str(exc)[:200]}): it "
+            f"is damaged or not n2n's; delete {ckpt} to train that stage from its start, or "
+            "train again into a new --out"
         ) from None
     return {"step": int(state["step"]), "seconds": float(state.get("seconds", 0.0))}
