@@ -197,5 +197,8 @@ def resolve(
             else:
                 tcfg = set_field(tcfg, path, value)
         except ValueError as exc:  # name the whole key, as the user wrote it
-            raise ValueError(str(exc).replace(f"setting {path!r}", f"setting {key!r}")) from None
+            msg = str(exc)
+            for end in (" must", " ="):  # the type errors name the key as the user wrote it
+                msg = msg.replace(f"setting {path!r}{end}", f"setting {key!r}{end}")
+            raise ValueError(msg) from None
     return m.finalize(cfg, list(categories), frozenset(explicit)), tcfg
