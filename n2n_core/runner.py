@@ -73,7 +73,13 @@ def _parameters(nb: Path, given: Mapping[str, object]) -> dict[str, object]:
     checked against the ones its ``parameters`` cell declares."""
     import papermill
 
-    declared = papermill.inspect_notebook(str(nb))
+    try:
+        declared = papermill.inspect_notebook(str(nb))
+    except ValueError as exc:  # e.g. "No kernel name found in notebook"
+        raise ValueError(
+            f"{nb}: {exc} (its metadata needs a kernelspec: open it in Jupyter, choose the "
+            "Python 3 kernel and save)"
+        ) from None
     if "profile" not in declared:
         raise ValueError(f"{nb}: the first code cell must be tagged 'parameters' and set profile")
     unknown = sorted(set(given) - set(declared))

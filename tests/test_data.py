@@ -352,3 +352,13 @@ def test_foreground_cache_and_precomputed(tmp_path):
     ds = AnomalyDataset(train, image_size=32, foreground=first)
     assert ds[0]["foreground"].shape == (1, 32, 32)
     shutil.rmtree(tmp_path / "fg")
+
+
+def test_a_full_disk_while_generating_names_the_folder_and_leaves_nothing(tmp_path, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(S, "_save_png", full)
+    with pytest.raises(DatasetError, match=r"could not write the dataset into .*is the disk full"):
+        S.ensure_synthetic(tmp_path / "syn", S.SyntheticSpec(size=32, n_train=1))
+    assert list(tmp_path.iterdir()) == []  # no half dataset, no temporary folder

@@ -134,3 +134,13 @@ def test_in_place_stores_static_figures_counted_from_one(tmp_path):
     assert len(done.cells) == 3 and done.cells[1].outputs[0]["text"] == "False\n"
     assert [c.execution_count for c in done.cells] == [1, 2, 3]
     assert done.cells[2].outputs[0]["execution_count"] == 3
+
+
+def test_a_notebook_without_a_kernelspec_is_named(nb_dir, tmp_path):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "smoke"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params]
+    nbformat.write(nb, nb_dir / "05_nokernel.ipynb")
+    with pytest.raises(ValueError, match=r"05_nokernel\.ipynb: .*kernelspec"):
+        runner.run_notebooks("smoke", tmp_path / "runs", nb_dir, only=["05"])

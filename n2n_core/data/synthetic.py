@@ -354,7 +354,13 @@ def ensure_generated(
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:
-        generate_into(tmp)
+        try:
+            generate_into(tmp)
+        except OSError as exc:  # e.g. a full disk: PIL's message names no folder
+            raise DatasetError(
+                f"could not write the dataset into {root.parent} ({exc}): is the disk full or "
+                "read-only? Free space, or choose another --root"
+            ) from None
         if not root.exists() or not any(root.iterdir()):
             if root.exists():
                 root.rmdir()
