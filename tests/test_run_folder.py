@@ -210,3 +210,44 @@ def test_a_leftover_last_old_never_blocks_a_checkpoint(tmp_path, mvtec):
     (old / "state.json").write_text("{}")
     train(run, TINY_DIFFUSIONAD, _tcfg(), data, resume=True)
     assert RunFolder(run).finished and not old.exists()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_a_planted_pickle_runs_neither_through_ensure_trained_nor_in_the_vae_stage(tmp_path, mvtec):
+    """What notebooks and reproduce call (ensure_trained: resumes automatically, no flag) and
+    DeCo-Diff's autoencoder stage load checkpoints the same safe way."""
+    from tiny import TINY_DECODIFF, TINY_DIFFUSIONAD
+
+    from n2n_core.train import ensure_trained
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    data = DataSpec("mvtec", str(mvtec), "bottle")
+    run = tmp_path / "dad"
+    train(run, TINY_DIFFUSIONAD, _tcfg(), data, stop_after=2)
+    (run / "checkpoints" / "last" / "optimizer.pt").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ValueError, match="cannot load the checkpoint"):
+        ensure_trained(run, TINY_DIFFUSIONAD, _tcfg(), data)
+    deco = tmp_path / "deco"
+    train(deco, TINY_DECODIFF, _tcfg(steps=2), data, stop_after=1)  # inside the VAE stage
+    stage = deco / "checkpoints" / "vae"
+    assert (stage / "state.json").is_file() and not (deco / "vae").exists()
+    (stage / "optimizer.pt").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ValueError, match=r"cannot load the checkpoint .*checkpoints/vae"):
+        train(deco, TINY_DECODIFF, _tcfg(steps=2), data, resume=True)
+    assert not marker.exists()
+
+
+def test_a_text_file_given_as_an_official_checkpoint_is_one_line(tmp_path, capsys):
+    from n2n_core import cli
+
+    (tmp_path / "c.pt").write_text("not a checkpoint")
+    args = ["import-official", "decodiff", str(tmp_path / "c.pt"), "--config", "UNet_XS"]
+    assert cli.main([*args, "--out", str(tmp_path / "run")]) == 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "is not a checkpoint torch can read safely" in out[0]
+    assert not (tmp_path / "run").exists()

@@ -202,7 +202,14 @@ def load_official(path: Path | str, cfg: OfficialUNetConfig) -> OfficialDoD:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a torch file, truncated, or a pickle that needs code
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise ValueError(
+            f"{path} is not a checkpoint torch can read safely ({type(exc).__name__}: {first}); "
+            "expected the official .pt file ({'model': state_dict, ...})"
+        ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ValueError(f"{path}: expected {{'model': state_dict, ...}} (the official format)")
     weights = {k: v.float() for k, v in convert_official(ckpt["model"], cfg).items()}
