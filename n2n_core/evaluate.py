@@ -257,6 +257,7 @@ def evaluate_run(
     if on_write_error not in ("warn", "raise"):
         raise ValueError(f"on_write_error must be 'warn' or 'raise', got {on_write_error!r}")
     run = RunFolder(run_dir)
+    run.configs  # noqa: B018 — a folder without a valid run.json is named before anything is locked
     if not write:
         return _evaluate(run, seed, device or default_device(), False, overrides)
     with run.lock("evaluate"):

@@ -35,6 +35,7 @@ __all__ = ["RunFolder", "RunFolderLocked", "record"]
 
 HEARTBEAT_S = 30.0  # the lock's holder touches it this often
 STALE_S = 300.0  # a lock untouched this long belongs to a process that is gone (any host)
+UNREADABLE_S = 10.0  # an empty or garbled lock older than this: its writer died creating it
 
 
 class RunFolderLocked(FileExistsError):
@@ -241,6 +242,8 @@ class RunFolder:
         with one line naming the holder. A lock whose process is gone is taken over: on this
         host, a dead pid; on any host, no heartbeat for ``STALE_S`` seconds (a Colab VM that
         disconnected from a run folder on Drive)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise FileExistsError(f"{self.path} is a file, not a run folder")
         created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         try:
@@ -291,6 +294,8 @@ class RunFolder:
     def _stale(holder: dict) -> bool:
         if holder["age"] > STALE_S:
             return True
+        if "pid" not in holder and holder["age"] > UNREADABLE_S:
+            return True  # a live writer fills its lock at once: this one's writer died
         if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
             try:
                 os.kill(holder["pid"], 0)

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,10 +87,10 @@ CASES = [
          _write("pk/run.json", b"[1, 2]")),
     Case("run.json names an unknown method", lambda t: ["evaluate", str(t / "pk")], 2,
          "unknown method 'nosuch'", _edit_run("method", "nosuch")),
-    Case("evaluate a file, not a folder",
+    Case("evaluate a file, not a folder",  # its run.json is looked for first
          lambda t: ["evaluate", str(t / "mvtec/bottle/train/good/000.png")], 2,
          "not a training run folder"),
-    Case("--out is an existing file", lambda t: [*_pk(t, "afile")], 1, "afile",
+    Case("--out is an existing file", lambda t: [*_pk(t, "afile")], 1, "afile is a file",
          _write("afile", b"x")),
     Case("a category the dataset lacks", lambda t: [*_pk(t, "x")[:-6], "--category", "nope",
          "--image-size", "32", "--out", str(t / "x")], 2, "nope"),
@@ -116,8 +117,8 @@ CASES = [
     Case("a lock left by a killed evaluate", lambda t: ["evaluate", str(t / "pk")], 0, "",
          _write("pk/.lock", json.dumps({"pid": 999_999_999, "host": os.uname().nodename,
                                         "purpose": "evaluate"}).encode())),
-    Case("a lock that is a half-written file", lambda t: ["evaluate", str(t / "pk")], 0, "",
-         _write("pk/.lock", b"")),
+    Case("a lock left half-written a minute ago", lambda t: ["evaluate", str(t / "pk")], 0, "",
+         lambda t: (_write("pk/.lock", b"")(t), os.utime(t / "pk/.lock", (time.time() - 60,) * 2))),
     Case("--batch-size larger than the training set", lambda t: [*_pk(t, "big"),
          "--batch-size", "64"], 0),
     Case("train --resume on an empty folder", lambda t: [*_pk(t, "empty"), "--resume"], 2,

@@ -158,6 +158,7 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_and_a_live_one_refused(tmp_
 
     run = RunFolder(tmp_path / "run")
     run.path.mkdir()
+    (tmp_path / "afile").write_text("x")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
     lock = {"pid": int(dead), "host": socket.gethostname(), "purpose": "train"}
@@ -174,6 +175,18 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_and_a_live_one_refused(tmp_
     with run.lock("train"):
         pass
     assert not run.lock_path.exists()
+    # an empty lock (its writer died between creating and filling it): refused while a writer
+    # could still be filling it, taken over after that
+    run.lock_path.write_bytes(b"")
+    with pytest.raises(RunFolderLocked), run.lock("train"):
+        pass
+    old = time.time() - run_folder.UNREADABLE_S - 5
+    os.utime(run.lock_path, (old, old))
+    with run.lock("train"):
+        pass
+    with pytest.raises(FileExistsError, match="is a file, not a run folder"):
+        with RunFolder(tmp_path / "afile").lock("train"):
+            pass
 
 
 def test_evaluate_that_cannot_write_fails_in_one_line_and_leaves_no_stale_metrics(
