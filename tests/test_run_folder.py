@@ -264,3 +264,26 @@ def test_a_text_file_given_as_an_official_checkpoint_is_one_line(tmp_path, capsy
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "is not a checkpoint torch can read safely" in out[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_pickles_planted_beside_a_valid_checkpoint_are_never_read(tmp_path, mvtec):
+    """The stealthy variant: accelerate's file names added to a good checkpoint; the run
+    resumes and finishes as if they were not there."""
+    from tiny import TINY_DIFFUSIONAD
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    data, run = DataSpec("mvtec", str(mvtec), "bottle"), tmp_path / "run"
+    train(tmp_path / "straight", TINY_DIFFUSIONAD, _tcfg(), data)
+    train(run, TINY_DIFFUSIONAD, _tcfg(), data, stop_after=2)
+    last = run / "checkpoints" / "last"
+    for name in ("custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", "random_states_0.pkl"):
+        (last / name).write_bytes(pickle.dumps(Payload()))
+    train(run, TINY_DIFFUSIONAD, _tcfg(), data, resume=True)
+    assert not marker.exists()
+    log = (run / "train_log.jsonl").read_text()
+    assert log == (tmp_path / "straight" / "train_log.jsonl").read_text()
