@@ -128,24 +128,25 @@ def _settings(items: list[str]) -> dict[str, object]:
     return out
 
 
-def _method_options(method: object) -> dict[str, Option]:
-    """dest → option, for the flags of ``train`` that set this method's settings."""
-    return {o.dest: o for o in (*TRAIN_OPTIONS, *method.options)}  # type: ignore[attr-defined]
+def _given(args: argparse.Namespace, options: Sequence[Option]) -> dict[str, object]:
+    """setting → value of the options given on the command line (None: not given, the
+    profile's or the method's default stands; 0 cannot get here)."""
+    values = {o.setting: o.value(getattr(args, o.dest, None)) for o in options}
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
-    """The settings given on the command line (None: not given, the profile's value stands;
-    0 cannot get here); a flag of another method is an error naming whose it is."""
+    """The settings given on the command line; a flag of another method is an error naming
+    whose it is."""
     from n2n_core import methods
 
-    method = methods.get(args.method)
-    own = _method_options(method)
+    own = (*TRAIN_OPTIONS, *methods.get(args.method).options)
+    dests = {o.dest for o in own}
     for name in methods.names():
         for o in methods.get(name).options:
-            if o.dest not in own and getattr(args, o.dest, None) is not None:
+            if o.dest not in dests and getattr(args, o.dest, None) is not None:
                 raise ValueError(f"{o.flag} is an option of {name}, not of {args.method}")
-    out = {o.setting: o.value(getattr(args, d)) for d, o in own.items()}
-    return {k: v for k, v in out.items() if v is not None} | _settings(args.set)
+    return _given(args, own) | _settings(args.set)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -184,7 +185,7 @@ def _import_official(args: argparse.Namespace) -> int:
 
     root = _root(args.root, args.data)
     data = DataSpec(args.data, str(Path(root).resolve()), "all")
-    options = {o.setting: getattr(args, o.dest) for o in methods.get(args.method).import_options}
+    options = _given(args, methods.get(args.method).import_options)
     import_official(args.out, args.method, args.checkpoint, data, **options)
     print(f"[n2n] imported {args.checkpoint} -> {args.out}; next: python -m n2n_core evaluate RUN")
     return 0
@@ -218,14 +219,13 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     options = {}
     if args.weights:  # the method's import-official options, as given
-        imports = methods.get(TARGETS[args.target].method).import_options
-        options = {o.setting: getattr(args, o.dest, None) for o in imports}
+        options = _given(args, methods.get(TARGETS[args.target].method).import_options)
     table = reproduce(
         args.target, profile=args.profile, root=args.root, runs=args.runs,
         categories=args.categories or None,
         overrides={"train.steps": args.steps} if args.steps is not None else None,
         download=args.download, seed=args.seed, tables=args.tables, weights=args.weights,
-        weights_options={k: v for k, v in options.items() if v is not None},
+        weights_options=options,
         texture_dir=args.texture_dir, foreground_dir=args.foreground_dir,
     )  # fmt: skip
     for row, m in table.items():
