@@ -215,7 +215,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     """Train, evaluate and compare the target in this process (``reproduce.reproduce``, which
     notebooks 10 and 11 call too)."""
     from n2n_core import methods
-    from n2n_core.reproduce import TARGETS, released_folder, reproduce, run_folder
+    from n2n_core.reproduce import TARGETS, report_folder, reproduce
 
     options = {}
     if args.weights:  # the method's import-official options, as given
@@ -230,8 +230,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     )  # fmt: skip
     for row, m in table.items():
         print(f"[n2n] {row}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
-    default = released_folder if args.weights else run_folder
-    out = Path(args.runs) if args.runs else default(args.target, args.profile)
+    out = report_folder(args.target, args.profile, args.runs, bool(args.weights))
     print(f"[n2n] report: {out / 'report.md'}")
     return 0
 

@@ -22,16 +22,21 @@ from n2n_core.metrics import METRIC_KEYS, OFFICIAL_GRID, mean_or_none, mean_tabl
 from n2n_core.papers import PAPERS, Target, targets
 
 __all__ = [
-    "Target", "check", "released_folder", "reproduce", "run_folder",
+    "Target", "check", "released_folder", "report_folder", "reproduce", "run_folder",
 ]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
     if name == "TARGETS":  # every target of the registered methods (``papers.targets``)
         return targets()
-    if name == "RELEASED":  # the targets that accept --weights
-        return sorted(n for n, t in targets().items() if t.released)
+    if name == "RELEASED":
+        return _released_targets()
     raise AttributeError(name)
+
+
+def _released_targets() -> list[str]:
+    """The targets that accept --weights."""
+    return sorted(n for n, t in targets().items() if t.released)
 
 
 def _target(name: str) -> Target:
@@ -52,6 +57,16 @@ def run_folder(target: str, profile: str) -> Path:
 def released_folder(target: str, profile: str) -> Path:
     """Where ``reproduce target --weights`` imports and evaluates a released checkpoint."""
     return run_folder(target, profile).with_name(f"{target}-released")
+
+
+def report_folder(
+    target: str, profile: str, runs: Path | str | None = None, weights: bool = False
+) -> Path:
+    """Where ``reproduce`` writes the target's runs and report: ``runs`` if given, else
+    ``run_folder`` (``released_folder`` for the released weights)."""
+    if runs:
+        return Path(runs)
+    return (released_folder if weights else run_folder)(target, profile)
 
 
 def _paper_numbers(target: Target, released: bool = False) -> dict[str, dict[str, float]]:
@@ -198,16 +213,16 @@ def reproduce(
     if tables and not t.ablations:
         raise ValueError(f"tables (--tables) are for the ablation targets, not {target}")
     if weights is not None and not t.released:
-        released = sorted(n for n, x in targets().items() if x.released)
-        raise ValueError(f"{target}: no released weights to evaluate (--weights is for {released})")
+        raise ValueError(
+            f"{target}: no released weights to evaluate (--weights is for {_released_targets()})"
+        )
     root = _data_root(t, root, download)
     cats = categories or list_categories(t.dataset, root)
     overrides = {**(overrides or {}), **({} if seed is None else {"train.seed": seed})}
     if texture_dir is not None:
         overrides["train.texture_dir"] = str(Path(texture_dir).resolve())
-    out = Path(runs) if runs else run_folder(target, profile)
+    out = report_folder(target, profile, runs, weights is not None)
     if weights is not None:
-        out = Path(runs) if runs else released_folder(target, profile)
         return _released(t, target, profile, root, out, Path(weights), weights_options or {})
     # DTD and co. before the first category trains, not after it
     check(target, profile=profile, root=root, categories=categories, overrides=overrides,
@@ -272,7 +287,7 @@ def _ablations(
             f"{t.method} has no ablation table(s) {unknown}; known: {sorted(ablations)}"
         )
     rows = [(name, a) for name in tables or ablations for a in ablations[name]]
-    out = Path(runs) if runs else run_folder(target, profile)
+    out = report_folder(target, profile, runs)
     base = run_folder(f"{t.method}-{t.dataset}", profile)  # the method's own runs
     groups: dict[str, list] = {}
     for name, a in rows:
