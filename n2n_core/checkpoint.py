@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from n2n_core.io import atomic_write_text
+from n2n_core.run_folder import write_weights
 
 __all__ = ["load", "recover", "save"]
 
@@ -69,17 +70,12 @@ def _set_rng_states(states: dict[str, Any], gen: torch.Generator) -> None:
 
 
 def _write(folder: Path, accelerator: Any, model, optimizer, scheduler, gen, state: dict) -> None:
-    from safetensors.torch import save_file
-
     folder.mkdir(parents=True, exist_ok=True)
     rank = accelerator.process_index
     atomic_write_text(folder / f"rng_{rank}.json", json.dumps(_rng_states(gen)))
     if not accelerator.is_main_process:
         return
-    weights = accelerator.unwrap_model(model).state_dict()
-    save_file(
-        {k: v.detach().contiguous().cpu() for k, v in weights.items()}, folder / "model.safetensors"
-    )
+    write_weights(accelerator.unwrap_model(model), folder / "model.safetensors")
     torch.save(optimizer.state_dict(), folder / "optimizer.pt")
     atomic_write_text(folder / "scheduler.json", json.dumps(scheduler.state_dict()))
     if accelerator.scaler is not None:

@@ -31,7 +31,7 @@ import torch
 from n2n_core.config import DataSpec, TrainConfig, from_dict, to_dict
 from n2n_core.io import atomic_write_text
 
-__all__ = ["RunFolder", "RunFolderLocked", "record"]
+__all__ = ["RunFolder", "RunFolderLocked", "record", "write_weights"]
 
 HEARTBEAT_S = 30.0  # the lock's holder touches it this often
 STALE_S = 300.0  # a lock untouched this long belongs to a process that is gone (any host)
@@ -53,6 +53,16 @@ def record(model_cfg: Any, train_cfg: TrainConfig, data: DataSpec) -> dict:
         "data": to_dict(data),
     }
     return json.loads(json.dumps(rec))
+
+
+def write_weights(model: torch.nn.Module, path: Path) -> None:
+    """A module's state dict as safetensors, written atomically (CPU copies of its tensors)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, tmp)
+    tmp.replace(path)
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -186,12 +196,7 @@ class RunFolder:
     # ------------------------------------------------------------------ weights and info
     def save_weights(self, model: torch.nn.Module, folder: Path | None = None) -> None:
         """model.safetensors, written atomically."""
-        from safetensors.torch import save_file
-
-        path = (folder or self.path) / "model.safetensors"
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
-        tmp.replace(path)
+        write_weights(model, (folder or self.path) / "model.safetensors")
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The trained model's tensors; an unfinished or damaged run is an error saying what to
