@@ -251,23 +251,20 @@ class RunFolder:
             raise FileExistsError(f"{self.path} is a file, not a run folder")
         created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
+        stop = threading.Event()
         try:
             self._acquire(purpose)
-        except BaseException:
-            if created and not any(self.path.iterdir()):
-                self.path.rmdir()  # refused: leave nothing behind
-            raise
-        stop = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True)
-        beat.start()
-        try:
-            yield
+            beat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True)
+            beat.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                beat.join()
+                self.lock_path.unlink(missing_ok=True)
         finally:
-            stop.set()
-            beat.join()
-            self.lock_path.unlink(missing_ok=True)
             if created and not any(self.path.iterdir()):
-                self.path.rmdir()  # nothing was written: leave nothing behind
+                self.path.rmdir()  # refused, or nothing was written: leave nothing behind
 
     def _acquire(self, purpose: str) -> None:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose}
