@@ -59,7 +59,7 @@ def _tiny_weights(seed=0):
     PyTorch-default-like scales so that activations stay of order one."""
     g = torch.Generator().manual_seed(seed)
     out = {}
-    for k, shape in json.loads((FIX / "tiny_shapes.json").read_text()).items():
+    for k, shape in MANIFEST["tiny_keys"].items():
         if "norm" in k or k.endswith(("in_layers.0.weight", "out_layers.0.weight", "out.0.weight")):
             base = torch.ones(shape) if k.endswith("weight") else torch.zeros(shape)
             out[k] = base + 0.1 * torch.randn(shape, generator=g)
@@ -162,6 +162,46 @@ def test_official_checkpoint_loads_and_matches_an_independent_reading_of_the_off
         assert not torch.allclose(model(x, t, torch.tensor([[1], [0]])), ours)
 
 
+def _rel(ours, ref):
+    """The recording's measure: max |Δ| / max |y|."""
+    return ((ours.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
+
+
+def test_the_recorded_official_checkpoint_gives_the_official_forward():
+    """The official code's own tiny checkpoint and forward pass: float32 within 1e-5 relative,
+    and float64 within 1e-10 of the official network run in float64."""
+    io = load_file(FIX / "tiny_io.safetensors")
+    x, t, ctx = io["unet_x"], io["unet_t"], io["unet_context"]
+    model = load_official(FIX / "tiny_unet.pt", TINY).eval()
+    with torch.no_grad():
+        assert _rel(model(x, t, ctx), io["unet_out"]) < 1e-5
+        ours64 = model.double()(x.double(), t, ctx)
+    assert _rel(ours64, io["unet_out_float64"]) < 1e-10
+    assert io["unet_out"].abs().max() > 0.1  # a real signal, not zeros
+
+
+def test_import_official_then_correct_gives_the_official_sampler_output(tmp_path):
+    """The official deviation-correction loop with the recorded checkpoint (T = 10, "ddim5",
+    η = 0, started from z0): n2n's import and Eq. 13-14 correction, within 1e-5 relative."""
+    from n2n_core.config import DataSpec
+    from n2n_core.methods import get
+
+    (tmp_path / "tiny.json").write_text(json.dumps(MANIFEST["tiny_config"]))
+    model, cfg, _ = get("decodiff").import_official(
+        FIX / "tiny_unet.pt", DataSpec(source="folder"), config=str(tmp_path / "tiny.json"),
+        classes="a,b,c",
+    )  # fmt: skip
+    assert cfg.T == 10 and cfg.timesteps == [9, 7, 5, 3, 1]
+    io = load_file(FIX / "tiny_io.safetensors")
+    labels = io["sampler_context"][:, 0]
+    with torch.no_grad():
+        ours, _ = correct(
+            lambda z, t: model.dod(z, t, labels), io["sampler_z0"], model.schedule, cfg.timesteps
+        )
+    assert _rel(ours, io["sampler_out"]) < 1e-5
+    assert _rel(io["sampler_z0"], io["sampler_out"]) > 1e-2  # the correction moved the latents
+
+
 def test_load_official_refuses_other_files(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match=r"x.pt: expected \{'model'"):
@@ -208,7 +248,7 @@ def test_correction_equals_the_official_ddim_deviation_loop():
 def test_official_maps_reproduce_the_recorded_eq15_maps():
     """The recorded official maps (image 32 px, latent 4 px): blur, clipping, channel
     reductions, the latent resize and both combinations, at the border too."""
-    io = load_file(FIX / "maps.safetensors")
+    io = load_file(FIX / "tiny_io.safetensors")
     maps = discrepancy_maps(
         io["map_z0"], io["map_latent_sample"], io["map_x0"], io["map_image_sample"],
         tau_l=0.2, tau_p=0.4, sigma_l=1.0, sigma_p=3.0, boundary="official",
