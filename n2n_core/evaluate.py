@@ -30,6 +30,7 @@ from n2n_core.device import default_device
 from n2n_core.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from n2n_core.methods import Prediction
 from n2n_core.metrics import (
+    GRIDS,
     METRIC_KEYS,
     OFFICIAL_GRID,
     aupro_grid,
@@ -279,7 +280,7 @@ def _evaluate(
         if grid and bool((masks > 0.5).any()):
             with warnings.catch_warnings():  # NaN (too few grid points) is stored as null
                 warnings.simplefilter("ignore")
-                v = aupro_grid(pred.maps[:, 0], masks[:, 0] > 0.5, grid[0], 0.3, grid[1])
+                v = aupro_grid(pred.maps[:, 0], masks[:, 0] > 0.5, grid)
             grid_aupro[cat] = None if math.isnan(v) else v
         rows += [(cat, s, v) for s, v in zip(ds.samples, pred.scores.tolist(), strict=True)]
         counts["test_images"] += len(ds)
@@ -294,7 +295,8 @@ def _evaluate(
         info |= {"seconds": seconds, "images_per_second": counts["test_images"] / seconds}
         if grid and grid_aupro:  # paper-compatible, named so; metrics.json keeps the exact one
             info[OFFICIAL_GRID] = {
-                "thresholds": grid[0], "fpr_rescale": grid[1], "categories": grid_aupro,
+                "code": grid, "thresholds": GRIDS[grid].thresholds,
+                "fpr_rescale": GRIDS[grid].rescale, "categories": grid_aupro,
                 "mean": mean_or_none(list(grid_aupro.values())),
             }  # fmt: skip
         info["device"] = str(dev)

@@ -25,8 +25,8 @@ Maps that live on a GPU (torch tensors on CUDA) take one ``torch.sort`` on their
 full sweep over every tie run (``backend="torch"``, chosen automatically): only the masks'
 region labelling and the curve points at tie-run ends come to the CPU. Values agree with the
 NumPy path to float64 rounding (tested on CPU tensors). ``pro_curve`` (for plots) sweeps a
-packed uint64 key (descending float32 score bits | region id). ``aupro_grid`` is the paper-codebase
-approximation, opt-in and named so (``pixel_aupro_official_grid``).
+packed uint64 key (descending float32 score bits | region id). ``aupro_grid`` is the official
+codes' threshold-grid approximation, opt-in and named so (``pixel_aupro_official_grid``).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "GRIDS",
     "METRIC_KEYS",
     "OFFICIAL_GRID",
     "aupro_grid",
@@ -491,72 +492,116 @@ def pro_curve(maps: object, masks: object) -> tuple[np.ndarray, np.ndarray]:
     return np.r_[0.0, np.concatenate(fp) / N], np.r_[0.0, np.concatenate(pro) / (weights.size - 1)]
 
 
+@dataclass(frozen=True)
+class GridCode:
+    """How an official code computes its grid AUPRO (each as its code reads under the NumPy 1.x
+    it pinned, whose scalar rules make the thresholds float64 and compare them at the maps'
+    precision). A pixel is positive when its score is > the threshold; PRO is the mean
+    per-region overlap (regions: 8-connected); the kept FPRs are rescaled and the curve
+    integrated with trapezoids in the code's threshold order (``sklearn.metrics.auc``)."""
+
+    thresholds: int  # the code's grid size
+    descending: bool  # max − s·δ for s = 0..n−1 | np.arange(min, max, δ); δ = (max − min)/n
+    keep_equal: bool  # keep FPR ≤ limit | FPR < limit
+    rescale: str  # "minmax": (FPR − min)/(max − min) | "max": FPR / max
+    fill_holes: bool  # a region's overlap counts its filled image (holes too), over its area
+
+
+GRIDS = {
+    # github.com/HuiZhang0812/DiffusionAD eval.py pixel_pro (NumPy 1.23.1, scikit-image 0.20)
+    "diffusionad": GridCode(1000, descending=True, keep_equal=True, rescale="minmax",
+                            fill_holes=True),
+    # github.com/farzad-bz/DeCo-Diff evaluation_DeCo_Diff.py compute_pro (NumPy 1.26.4)
+    "decodiff": GridCode(200, descending=False, keep_equal=False, rescale="max",
+                         fill_holes=False),
+}  # fmt: skip
+
+
+def _grid_thresholds(a: np.ndarray, code: GridCode, n: int) -> np.ndarray:
+    """The code's thresholds, in its order, at the maps' precision (the comparison's)."""
+    lo, hi = a.min(), a.max()
+    delta = np.float64(hi - lo) / n  # the difference at the maps' precision, then float64
+    if code.descending:
+        th = np.float64(hi) - np.arange(n) * delta
+    else:
+        th = np.arange(np.float64(lo), np.float64(hi), delta)  # n or n + 1 points
+    return th.astype(a.dtype)
+
+
+def _grid_regions(m: np.ndarray, fill_holes: bool) -> list[tuple[int, np.ndarray, int]]:
+    """(image, flat pixel indices counted, area) per 8-connected region, image by image in
+    label order; with ``fill_holes`` the pixels are the region's filled image."""
+    out = []
+    for i, mask in enumerate(m):
+        lab, _ = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+        for r, box in enumerate(ndimage.find_objects(lab), start=1):
+            own = lab[box] == r
+            counted = ndimage.binary_fill_holes(own, _EIGHT_CONNECTED) if fill_holes else own
+            rows, cols = np.nonzero(counted)
+            flat = (rows + box[0].start) * mask.shape[1] + cols + box[1].start
+            out.append((i, flat, int(own.sum())))
+    return out
+
+
+def _above(scores: np.ndarray, th: np.ndarray) -> np.ndarray:
+    """For each threshold, how many of ``scores`` are > it."""
+    s = np.sort(scores, kind="stable")
+    return s.size - np.searchsorted(s, th, side="right")
+
+
 def grid_pro_curve(
-    maps: object, masks: object, num_thresholds: int = 200, fpr_limit: float = 0.3,
-    rescale: str = "minmax",
+    maps: object, masks: object, code: str = "diffusionad", num_thresholds: int | None = None,
+    fpr_limit: float = 0.3,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """The curve behind ``aupro_grid``: (FPR rescaled to [0, 1], PRO) at the grid thresholds
-    whose FPR is below ``fpr_limit``, from high to low threshold. ``rescale="minmax"``:
-    (FPR − min)/(max − min), the CFlow-style codebases (official DiffusionAD); ``"max"``:
-    FPR/max, the official DeCo-Diff evaluation."""
-    if rescale not in ("minmax", "max"):
-        raise ValueError(f"rescale must be 'minmax' or 'max', got {rescale!r}")
-    if not (isinstance(num_thresholds, int) and num_thresholds >= 2):
-        raise ValueError(f"num_thresholds must be an integer ≥ 2, got {num_thresholds!r}")
-    a = _as_maps(maps).astype(np.float32, copy=False)  # the paper code's float32 scores
+    """The curve behind ``aupro_grid``: (rescaled FPR, PRO) at the kept grid thresholds of the
+    official ``code`` (a key of ``GRIDS``), in that code's threshold order."""
+    if code not in GRIDS:
+        raise ValueError(f"code must be one of {sorted(GRIDS)}, got {code!r}")
+    g = GRIDS[code]
+    n = g.thresholds if num_thresholds is None else num_thresholds
+    if not (isinstance(n, int) and n >= 2):
+        raise ValueError(f"num_thresholds must be an integer ≥ 2, got {n!r}")
+    a = _as_maps(maps)
     m = _as_binary(masks, "masks", a.shape)
     if not m.any():
         raise ValueError("masks (pixels): no anomalous pixels; AUPRO is undefined")
-    lo, hi = float(a.min()), float(a.max())
-    # float32 thresholds compared with float32 scores, as in the paper code (np.arange over
-    # float32 min/max)
-    thresholds = (lo + (hi - lo) / num_thresholds * np.arange(num_thresholds)).astype(np.float32)
-    ids, weights = _regions(m)
-    fp_hist = np.zeros(num_thresholds + 1, dtype=np.int64)
-    pro_hist = np.zeros(num_thresholds + 1, dtype=np.float64)
-    for img, mask, region in zip(a, m, ids, strict=True):
-        # number of thresholds strictly below each score = how many thresholds it exceeds
-        above = np.searchsorted(thresholds, img.ravel(), side="left")
-        fp_hist += np.bincount(above[~mask.ravel()], minlength=num_thresholds + 1)
-        if region is not None:
-            r = region.ravel()
-            pro_hist += np.bincount(above[r > 0], weights[r[r > 0]], num_thresholds + 1)
-    # positives at threshold j: pixels exceeding more than j thresholds; reversed so that the
-    # threshold falls and FPR, PRO rise (the path sklearn.metrics.auc integrates)
-    fpr = (np.cumsum(fp_hist[::-1])[::-1][1:] / np.count_nonzero(~m))[::-1]
-    pro = (np.cumsum(pro_hist[::-1])[::-1][1:] / (weights.size - 1))[::-1]
-    keep = fpr < fpr_limit
+    th = _grid_thresholds(a, g, n)
+    fpr = _above(a[~m], th) / np.count_nonzero(~m)
+    flat = a.reshape(len(a), -1)
+    regions = _grid_regions(m, g.fill_holes)
+    overlap = np.stack([_above(flat[i, px], th) / area for i, px, area in regions], axis=1)
+    pro = np.array([row.mean() for row in overlap])  # np.mean per threshold, region order
+    keep = fpr <= fpr_limit if g.keep_equal else fpr < fpr_limit
     fpr, pro = fpr[keep], pro[keep]
-    if fpr.size < 2 or fpr.max() == fpr.min():
+    if fpr.size < 2:
         return np.full(fpr.size, np.nan), pro
-    if rescale == "max":
-        return fpr / fpr.max(), pro
-    return (fpr - fpr.min()) / (fpr.max() - fpr.min()), pro
+    with np.errstate(invalid="ignore", divide="ignore"):  # one distinct FPR: NaN, as the code
+        low = fpr.min() if g.rescale == "minmax" else 0.0
+        return (fpr - low) / (fpr.max() - low), pro
 
 
 def aupro_grid(
     maps: object,
     masks: object,
-    num_thresholds: int = 200,
+    code: str = "diffusionad",
+    num_thresholds: int | None = None,
     fpr_limit: float = 0.3,
-    rescale: str = "minmax",
 ) -> float:
-    """**Paper-compatible approximation**, opt-in: the AUPRO of CFlow-style paper codebases
-    (the official DiffusionAD code uses it with 1000 thresholds; the official DeCo-Diff code
-    with 200 and ``rescale="max"``).
+    """**Paper-compatible approximation**, opt-in: the AUPRO as the official ``code``
+    computes it (``GRIDS``: "diffusionad", 1000 thresholds from the max down, FPR ≤ 0.3
+    min-max rescaled; "decodiff", 200 thresholds from the min up, FPR < 0.3 divided by its
+    max), equal to that code's own result on the same maps.
 
-    ``num_thresholds`` thresholds from the maps' min in steps of (max − min)/num_thresholds;
-    a pixel is positive when its score is > the threshold; PRO averages the per-region
-    overlap; points with FPR < ``fpr_limit`` are kept, their FPRs **min-max rescaled to
-    [0, 1]**, and the curve integrated with trapezoids. The rescaling makes the value depend
-    on how the thresholds happen to fall (not invariant under monotone transforms), and it is
-    NaN when fewer than two distinct FPRs survive. Prefer ``pixel_metrics`` (exact).
+    The rescaling makes the value depend on how the thresholds happen to fall (not invariant
+    under monotone transforms), and it is NaN when fewer than two distinct FPRs survive.
+    Prefer ``pixel_metrics`` (exact).
     """
-    x, pro = grid_pro_curve(maps, masks, num_thresholds, fpr_limit, rescale)
+    x, pro = grid_pro_curve(maps, masks, code, num_thresholds, fpr_limit)
     if x.size < 2 or np.isnan(x).any():
         warnings.warn("aupro_grid: fewer than two distinct FPRs below the limit: NaN", stacklevel=2)
         return float("nan")
-    return float(np.trapezoid(pro, x))
+    area = np.trapezoid(pro, x)
+    return float(area if x[-1] >= x[0] else -area)  # sklearn.metrics.auc, either direction
 
 
 # ----------------------------------------------------------------------------- one entry
@@ -566,7 +611,7 @@ def evaluate(
     image_scores: object | None = None,
     labels: object | None = None,
     fpr_limit: float = 0.3,
-    paper_grid_thresholds: int | None = None,
+    official_grid: str | None = None,
     backend: str = "auto",
 ) -> dict[str, float]:
     """All seven metrics (``METRIC_KEYS``) for one set of anomaly maps.
@@ -575,10 +620,9 @@ def evaluate(
     top-50 mean, which the method computes and passes here). ``labels`` default to "mask is
     not empty"; when given, no normal image may have defect pixels (an anomalous one without
     any, e.g. a tiny defect lost to resizing, counts at image level only).
-    ``paper_grid_thresholds=1000`` adds ``pixel_aupro_official_grid``, the paper-codebase
-    approximation
-    (``aupro_grid``), beside the exact value. ``backend``: as in ``pixel_metrics`` (maps on a
-    GPU are swept there).
+    ``official_grid="diffusionad"`` (or "decodiff") adds ``pixel_aupro_official_grid``, the
+    AUPRO as that official code computes it (``aupro_grid``), beside the exact value.
+    ``backend``: as in ``pixel_metrics`` (maps on a GPU are swept there).
     """
     a, m = _maps_and_masks(maps, masks, backend)
     has_defect = m.any(axis=(1, 2))
@@ -602,9 +646,9 @@ def evaluate(
         s = _to_numpy(a.amax(dim=(1, 2)), "maps")
     out = {f"image_{k}": v for k, v in binary_metrics(s, y).items()}
     out.update(_pixel_metrics(a, m, fpr_limit, chunk_size=1 << 20))
-    if paper_grid_thresholds:
+    if official_grid:
         grid_maps = a if isinstance(a, np.ndarray) else _to_numpy(a, "maps")
-        out[OFFICIAL_GRID] = aupro_grid(grid_maps, m, paper_grid_thresholds, fpr_limit)
+        out[OFFICIAL_GRID] = aupro_grid(grid_maps, m, official_grid, fpr_limit=fpr_limit)
     return out
 
 

@@ -42,9 +42,9 @@ class Paper:
     ablation_datasets: tuple[str, ...]  # the first is the paper's own
     ablations: dict[str, tuple[Ablation, ...]]  # ablation table → its rows
     released: dict[str, str] = field(default_factory=dict)  # dataset → released weights' table
-    # the official code's grid AUPRO (thresholds, FPR rescaling of metrics.aupro_grid), which
-    # evaluate reports beside the exact one
-    grid_aupro: tuple[int, str] | None = None
+    # the official code's grid AUPRO (a key of metrics.GRIDS), which evaluate reports beside
+    # the exact one
+    grid_aupro: str | None = None
     selection: str = ""  # how the official code picks the checkpoint it reports
     notebook: str = ""  # the notebook that shows a reproduction
 
@@ -71,7 +71,7 @@ PAPERS = {
                     for lams in [(100,), (200,), (100, 200)]
                 ),
             },
-            grid_aupro=(1000, "minmax"),  # the official code: 1000 thresholds, min-max FPR
+            grid_aupro="diffusionad",  # eval.py pixel_pro: 1000 thresholds, min-max FPR
             selection=(
                 "n2n reports the last checkpoint of the profile's training length. The official "
                 "DiffusionAD code evaluates on the test set every 50 epochs and keeps the best "
@@ -95,7 +95,7 @@ PAPERS = {
                 "decodiff_table4": tuple(Ablation(f"DeCo-Diff ({k})", map=k) for k in MAP_KINDS),
             },
             released={"mvtec": "decodiff_released", "visa": "decodiff_released"},
-            grid_aupro=(200, "max"),  # the official evaluation: 200 thresholds, FPR / max
+            grid_aupro="decodiff",  # compute_pro: 200 thresholds, FPR / max
             notebook="11",
         ),
     )

@@ -18,7 +18,7 @@ from typing import Any
 from n2n_core import paper_tables
 from n2n_core.config import DataSpec
 from n2n_core.io import atomic_write_csv, atomic_write_text
-from n2n_core.metrics import METRIC_KEYS, OFFICIAL_GRID, mean_or_none, mean_table
+from n2n_core.metrics import GRIDS, METRIC_KEYS, OFFICIAL_GRID, mean_or_none, mean_table
 from n2n_core.papers import PAPERS, Target, targets
 
 __all__ = [
@@ -373,12 +373,13 @@ def _grid_rows(
 def _grid_note(method: str) -> list[str]:
     """What the two AUPRO rows are, and how the official code picks its checkpoint."""
     paper = PAPERS[method]
-    n, rescale = paper.grid_aupro or (0, "")
+    g = GRIDS[paper.grid_aupro or ""]  # only called when the runs hold that AUPRO
     lines = [
         "",
         f"AUPRO, two ways: `pixel_aupro` is exact (every threshold, FPR limit 0.3); "
-        f"`{OFFICIAL_GRID}` is what the official code computes on the same maps ({n} "
-        f"thresholds between the map's min and max, FPR rescaling `{rescale}`; also in "
+        f"`{OFFICIAL_GRID}` is what the official code computes on the same maps "
+        f"({g.thresholds} thresholds between the map's min and max, FPR rescaling "
+        f"`{g.rescale}`; also in "
         "eval_info.json), the way the paper's AUPRO was computed. Their difference is metric "
         "definition, not model.",
     ]

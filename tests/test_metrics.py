@@ -1,5 +1,8 @@
 """n2n_core.metrics against scikit-learn, brute-force sweeps and hand-computed cases."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -182,46 +185,110 @@ def test_grid_aupro_is_opt_in_and_differs_from_exact():
     maps, masks = random_case(11, n=10, size=24)
     exact = M.evaluate(maps, masks)
     assert M.OFFICIAL_GRID not in exact
-    both = M.evaluate(maps, masks, paper_grid_thresholds=200)
+    both = M.evaluate(maps, masks, official_grid="decodiff")
     assert both["pixel_aupro"] == exact["pixel_aupro"]
-    assert both[M.OFFICIAL_GRID] == M.aupro_grid(maps, masks, 200)
+    assert both[M.OFFICIAL_GRID] == M.aupro_grid(maps, masks, "decodiff")
     # the grid version rescales FPR to [0, 1] and moves under a monotone transform
-    g1 = M.aupro_grid(maps, masks, 200)
-    g2 = M.aupro_grid(np.exp(4 * maps), masks, 200)
+    g1 = M.aupro_grid(maps, masks, num_thresholds=200)
+    g2 = M.aupro_grid(np.exp(4 * maps), masks, num_thresholds=200)
     assert abs(g1 - g2) > 1e-3
     e2 = M.pixel_metrics(np.exp(4 * maps.astype(np.float64)), masks)["pixel_aupro"]
     assert e2 == pytest.approx(exact["pixel_aupro"], abs=1e-9)
 
 
-def test_grid_aupro_matches_a_direct_threshold_loop():
-    maps, masks = random_case(12, n=6, size=16)
-    lo, hi, n = float(maps.min()), float(maps.max()), 50
-    fprs, pros = [], []
+OFFICIAL_GRID_CASES = Path(__file__).parent / "fixtures" / "official_grid"
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_grid_aupro_equals_the_official_codes_on_recorded_cases(case):
+    """The official functions' own results (tests/fixtures/official_grid, recorded under the
+    NumPy they pinned), bit for bit: ties, rectangles and rings with a dot in the hole."""
+    d = np.load(OFFICIAL_GRID_CASES / "cases.npz")
+    want = json.loads((OFFICIAL_GRID_CASES / "official.json").read_text())
+    maps, masks = d[f"maps{case}"], d[f"masks{case}"]
+    assert M.aupro_grid(maps, masks, "diffusionad") == want[f"dad{case}"]
+    assert M.aupro_grid(maps, masks, "decodiff") == want[f"dd{case}"]
+    assert M.aupro_grid(maps, masks, "decodiff", num_thresholds=100) == want[f"dd100_{case}"]
+
+
+def _official_grid_by_hand(maps, masks, code, n):
+    """Each official loop from its definition, one threshold at a time, with the NumPy 1.x
+    dtypes made explicit: δ = float64(max − min)/n; thresholds float64, compared at float32."""
+    lo, hi = maps.min(), maps.max()
+    delta = np.float64(hi - lo) / n
+    if code == "diffusionad":  # max − s·δ, s = 0..n-1
+        ths = [np.float64(hi) - s * delta for s in range(n)]
+    else:  # np.arange(min, max, δ)
+        ths = list(np.arange(np.float64(lo), np.float64(hi), delta))
     regions = []
     for i, m in enumerate(masks):
         lab, k = ndimage.label(m, structure=np.ones((3, 3)))
-        regions += [(i, lab == r) for r in range(1, k + 1)]
-    for j in range(n):
-        th = np.float32(lo + (hi - lo) / n * j)  # the paper code's thresholds are float32
-        pred = maps > th
+        for r in range(1, k + 1):
+            own = lab == r
+            counted = (
+                ndimage.binary_fill_holes(own, np.ones((3, 3))) if code == "diffusionad" else own
+            )
+            regions.append((i, counted, own.sum()))
+    fprs, pros = [], []
+    for th in ths:
+        pred = maps > np.float32(th)
         fprs.append((pred & ~masks).sum() / (~masks).sum())
-        pros.append(np.mean([(pred[i] & r).sum() / r.sum() for i, r in regions]))
+        pros.append(np.mean([(pred[i] & c).sum() / area for i, c, area in regions]))
     fprs, pros = np.array(fprs), np.array(pros)
-    keep = fprs < 0.3
-    x = (fprs[keep] - fprs[keep].min()) / (fprs[keep].max() - fprs[keep].min())
-    expected = auc(x, pros[keep])  # what the paper codebases call
-    assert M.aupro_grid(maps, masks, n) == pytest.approx(expected, abs=1e-12)
-    # the official DeCo-Diff evaluation divides the kept FPRs by their maximum instead
-    official = auc(fprs[keep] / fprs[keep].max(), pros[keep])
-    assert M.aupro_grid(maps, masks, n, rescale="max") == pytest.approx(official, abs=1e-12)
-    assert official != pytest.approx(expected, abs=1e-6)  # the two conventions differ
+    if code == "diffusionad":
+        keep = fprs <= 0.3
+        x = (fprs[keep] - fprs[keep].min()) / (fprs[keep].max() - fprs[keep].min())
+    else:
+        keep = fprs < 0.3
+        x = fprs[keep] / fprs[keep].max()
+    return auc(x, pros[keep])
 
 
-def test_grid_aupro_nan_when_one_point_survives():
+@pytest.mark.parametrize("code", ["diffusionad", "decodiff"])
+@pytest.mark.parametrize("seed", [12, 13])
+def test_grid_aupro_equals_its_definition_by_brute_force(code, seed):
+    maps, masks = random_case(seed, n=6, size=16, levels=4 if seed == 13 else None)
+    masks[1, 2:9, 2:9] = True  # a ring around a hole holding a dot: filled by DiffusionAD's
+    masks[1, 4:7, 4:7] = False
+    masks[1, 5, 5] = True
+    assert M.aupro_grid(maps, masks, code, 50) == _official_grid_by_hand(maps, masks, code, 50)
+
+
+def test_each_official_grid_rule_moves_the_value():
+    """Hole filling, the FPR limit's ≤ / <, the threshold order and the rescaling all
+    matter: changing any one of them changes the value on a case built for it."""
+    from dataclasses import replace
+
+    d = np.load(OFFICIAL_GRID_CASES / "cases.npz")
+    ring = d["maps0"], d["masks0"]
+    # ten normal pixels 0.0 … 0.9, six defect pixels: FPR is exactly 0.3 at some thresholds
+    top = d["maps0"].copy(), d["masks0"]
+    top[0][0, 0, 0] = top[0].max() + 0.01  # a normal pixel on top: the max threshold matters
+    steps = np.r_[np.arange(10) / 10, 0.35, 0.55, 0.75, 0.95, 1.0, 1.1].astype(np.float32)
+    fpr_at_limit = steps.reshape(1, 4, 4), (np.arange(16) >= 10).reshape(1, 4, 4)
+    # the max is a normal pixel, thresholds exact in binary (0, 1/8, …, 7/8): FPR never 0
+    scores = [0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1, 0.5, 0.7, 0.9, 0.95, 0.97, 0.99]
+    normal_on_top = np.float32(scores).reshape(1, 4, 4), fpr_at_limit[1]
+    for base, change, case in [
+        ("diffusionad", {"fill_holes": False}, ring),
+        ("diffusionad", {"descending": False}, top),
+        ("diffusionad", {"keep_equal": False}, fpr_at_limit),
+        ("decodiff", {"rescale": "minmax"}, normal_on_top),  # from the max down, FPR's min is 0
+    ]:
+        M.GRIDS["variant"] = replace(M.GRIDS[base], **change)
+        try:
+            n = 8 if case is normal_on_top else None
+            assert M.aupro_grid(*case, "variant", n) != M.aupro_grid(*case, base, n), change
+        finally:
+            del M.GRIDS["variant"]
+
+
+def test_grid_aupro_nan_when_one_fpr_survives():
     maps, masks = random_case(13)
-    maps[0, 0, 0] = 1e6  # one outlier pixel squeezes every other score below 1 threshold
+    y, x = np.argwhere(masks[0])[0]
+    maps[0, y, x] = 1e6  # one defect outlier: every normal pixel below the grid's first steps
     with pytest.warns(UserWarning, match="NaN"):
-        assert np.isnan(M.aupro_grid(maps, masks, 200))
+        assert np.isnan(M.aupro_grid(maps, masks, num_thresholds=200))
     assert 0 <= M.pixel_metrics(maps, masks)["pixel_aupro"] <= 1
 
 
@@ -287,8 +354,8 @@ def test_torch_backend_equals_the_numpy_path(seed, levels):
     maps[1, :2] = -0.0
     maps[3, :2] = 0.0
     t, tm = torch.from_numpy(maps), torch.from_numpy(masks)
-    want = M.evaluate(maps, masks, paper_grid_thresholds=200)
-    got = M.evaluate(t.unsqueeze(1), tm, paper_grid_thresholds=200, backend="torch")
+    want = M.evaluate(maps, masks, official_grid="diffusionad")
+    got = M.evaluate(t.unsqueeze(1), tm, official_grid="diffusionad", backend="torch")
     assert got.keys() == want.keys() and got == pytest.approx(want, abs=1e-12)
     for chunk in (1, 97):
         got = M.pixel_metrics(t, tm, chunk_size=chunk, backend="torch")
@@ -356,7 +423,7 @@ def test_degenerate_inputs_are_errors_that_say_what_is_wrong():
             M.pixel_metrics(maps, masks, backend="torch" if torch.is_tensor(maps) else "numpy")
     maps, masks = random_case(1, n=2, size=8)
     with pytest.raises(ValueError, match="num_thresholds must be an integer ≥ 2, got 0"):
-        M.aupro_grid(maps, masks, 0)
+        M.aupro_grid(maps, masks, num_thresholds=0)
     with pytest.raises(ValueError, match=r"category 'b' has no 'image_ap'"):
         M.mean_table({"a": {"image_auroc": 1, "image_ap": 1}, "b": {"image_auroc": 1}},
                      keys=("image_auroc", "image_ap"))  # fmt: skip
