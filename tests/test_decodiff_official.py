@@ -346,6 +346,36 @@ def test_official_preprocessing_resizes_bicubic_then_crops_the_centre(tmp_path):
         AnomalyDataset([s], 64, load_size=32)
 
 
+@pytest.mark.parametrize("mode", ["L", "P"])
+def test_raw_visa_labels_are_resized_as_they_are_then_thresholded(tmp_path, mode):
+    """Raw VisA masks hold small labels (1, 2, …), not 0/255. The official loader resizes
+    those values bicubically and keeps > 0, which gives thinner masks than resizing 0/255:
+    the dataset does the same (PIL bicubic of the raw values, > 0, centre crop)."""
+    import numpy as np
+    from PIL import Image
+
+    from n2n_core.data import AnomalyDataset, load_mask
+    from n2n_core.data.samples import Sample
+
+    raw = np.zeros((90, 90), dtype=np.uint8)
+    raw[20:31, 15:60] = 1  # a blob with label 1
+    raw[50:53, 10:80] = 2  # a thin scratch with label 2
+    raw[70, 40] = 1  # one pixel
+    Image.fromarray(np.zeros((90, 90, 3), np.uint8)).save(tmp_path / "x.png")
+    im = Image.fromarray(raw)
+    if mode == "P":
+        im = im.convert("P")
+        im.putpalette([0, 0, 0, 1, 1, 1, 2, 2, 2] + [0] * 759)  # read as grey, as the official
+    im.save(tmp_path / "m.png")
+    s = Sample(tmp_path / "x.png", tmp_path / "m.png", 1, "d", "c", "test")
+    item = AnomalyDataset([s], 64, load_size=72)[0]
+    big = np.asarray(Image.fromarray(raw).resize((72, 72), Image.Resampling.BICUBIC))
+    assert torch.equal(item["mask"][0], torch.from_numpy(big[4:68, 4:68] > 0).float())
+    binary = np.asarray(Image.fromarray(raw * 255).resize((72, 72), Image.Resampling.BICUBIC))
+    assert (big > 0).sum() < (binary > 0).sum()  # the 0/255 version is dilated
+    assert (load_mask(tmp_path / "m.png") == (raw > 0)).all()
+
+
 def test_reproduce_with_the_released_weights_reports_beside_paper_and_released(tmp_path):
     """`reproduce decodiff-mvtec --weights CKPT`: import once, evaluate once, report ours next
     to Table 1 and to the released weights' own results (official class order, 15 classes)."""

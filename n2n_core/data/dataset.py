@@ -14,7 +14,9 @@ Decisions (each tested):
   datasets a size mismatch means a wrong pairing;
 - images are resized bilinearly (antialiased), masks with nearest neighbour; or, with
   ``load_size``, as the official DeCo-Diff code does: both resized bicubically to ``load_size``
-  (masks then ``> 0``), then the centre ``image_size`` square cropped (288 → 256).
+  (masks then ``> 0``), then the centre ``image_size`` square cropped (288 → 256). A mask is
+  resized from its own 8-bit values (``mask_values``: raw VisA labels are small integers,
+  which the bicubic resize keeps thinner than their 0/255 version), then ``> 0``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from n2n_core.data.samples import DatasetError, Sample
 
-__all__ = ["AnomalyDataset", "load_image", "load_mask", "load_pair"]
+__all__ = ["AnomalyDataset", "load_image", "load_mask", "load_pair", "mask_values"]
 
 
 LOSSY = frozenset({".jpg", ".jpeg"})  # mask formats whose compression blurs the 0/255 edges
@@ -78,6 +80,16 @@ def load_mask(path: Path | str) -> np.ndarray:
     """(H, W) bool: every non-zero pixel is a defect pixel (palette masks: non-zero index). A
     JPEG mask's compression spreads grey values around every edge, so there it is > 127 (half
     of 255), with a warning once per folder."""
+    return mask_values(path) > 0
+
+
+def mask_values(path: Path | str) -> np.ndarray:
+    """(H, W) uint8, the values a mask is resized from; defect pixels are the non-zero ones.
+    An 8-bit grey mask keeps its own values (raw VisA masks hold small labels, which the
+    official loaders resize as they are, then > 0, giving thinner masks than their 0/255
+    version); palette and RGB masks are read as grey (``convert("L")``, as those loaders do;
+    a non-zero palette index stays a defect); every other kind becomes 0/255: alpha-channel masks
+    (the opaque pixels), JPEG (> 127), 1-bit, 16-bit and float masks (> 0)."""
     path = Path(path)
     im = _open(path, "mask")
     if im.mode == "P" and "transparency" in im.info:
@@ -85,8 +97,11 @@ def load_mask(path: Path | str) -> np.ndarray:
     if im.mode in ("RGBA", "LA", "PA"):
         alpha = np.asarray(im.getchannel("A"))
         if (alpha < 255).any():  # drawn in the alpha channel: the opaque pixels are the defect
-            return alpha > 127 if path.suffix.lower() in LOSSY else alpha > 0
-    single = im.mode in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L", "F")
+            return _binary(alpha > 127 if path.suffix.lower() in LOSSY else alpha > 0)
+    if im.mode == "P":  # as the official loaders read it (grey), a non-zero index stays > 0
+        index, grey = np.asarray(im), np.asarray(im.convert("L"))
+        return np.where(index > 0, np.maximum(grey, 1), 0).astype(np.uint8)
+    single = im.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F")
     a = np.asarray(im if single else im.convert("L"))
     if path.suffix.lower() in LOSSY:
         if str(path.parent) not in _warned:
@@ -96,41 +111,45 @@ def load_mask(path: Path | str) -> np.ndarray:
                 "save masks as PNG to keep them exact",
                 stacklevel=2,
             )
-        return a > 127
-    return a > 0
+        return _binary(a > 127)
+    return a if a.dtype == np.uint8 else _binary(a > 0)
 
 
-def load_pair(s: Sample) -> tuple[np.ndarray, np.ndarray]:
-    """A sample's image (H, W, 3) uint8 and mask (H, W) bool (all False for a normal image);
-    a mask of another size than its image is an error naming both files."""
+def _binary(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.uint8) * np.uint8(255)
+
+
+def load_pair(s: Sample, values: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A sample's image (H, W, 3) uint8 and mask (H, W) bool (all False for a normal image;
+    ``values``: its uint8 ``mask_values``); a mask of another size than its image is an error
+    naming both files."""
     img = load_image(s.image)
     if s.mask is None:
-        return img, np.zeros(img.shape[:2], dtype=bool)
-    mask = load_mask(s.mask)
+        mask = np.zeros(img.shape[:2], dtype=np.uint8)
+    else:
+        mask = mask_values(s.mask)
     if mask.shape != img.shape[:2]:
         raise DatasetError(
             f"mask {s.mask} is {mask.shape[1]}x{mask.shape[0]} but its image {s.image} is "
             f"{img.shape[1]}x{img.shape[0]}: a size mismatch means a wrong pairing"
         )
-    return img, mask
+    return img, (mask if values else mask > 0)
 
 
 def _resize(a: np.ndarray, size: int, nearest: bool) -> np.ndarray:
     if a.shape[0] == a.shape[1] == size:
         return a
-    im = Image.fromarray(a.astype(np.uint8) * (255 if a.dtype == bool else 1))
+    im = Image.fromarray(_binary(a) if a.dtype == bool else a)
     im = im.resize((size, size), Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR)
-    out = np.asarray(im)
-    return out > 127 if a.dtype == bool else out
+    return np.asarray(im)
 
 
 def _resize_crop(a: np.ndarray, load_size: int, size: int) -> np.ndarray:
-    """Bicubic resize to load_size (a mask: its 0/255 image, then > 0), centre crop size."""
-    im = Image.fromarray(a.astype(np.uint8) * (255 if a.dtype == bool else 1))
+    """Bicubic resize to load_size (a bool mask: its 0/255 image), centre crop size."""
+    im = Image.fromarray(_binary(a) if a.dtype == bool else a)
     out = np.asarray(im.resize((load_size, load_size), Image.Resampling.BICUBIC))
-    top = int(round((load_size - size) / 2))
-    out = out[top : top + size, top : top + size]
-    return out > 0 if a.dtype == bool else out
+    top = round((load_size - size) / 2)
+    return out[top : top + size, top : top + size]
 
 
 class AnomalyDataset(torch.utils.data.Dataset):
@@ -168,17 +187,21 @@ class AnomalyDataset(torch.utils.data.Dataset):
             return _resize_crop(a, self.load_size, self.image_size)
         return _resize(a, self.image_size, nearest)
 
+    def _fit_mask(self, values: np.ndarray) -> torch.Tensor:
+        """(1, S, S) float {0, 1}: the mask's values (or a bool mask) resized, then > 0."""
+        return torch.from_numpy(self._fit(values, nearest=True) > 0)[None].float()
+
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, object]:
         s = self.samples[index]
-        img, mask = load_pair(s)
+        img, mask = load_pair(s, values=True)
         lo, hi = self.value_range
         x = torch.from_numpy(self._fit(img, nearest=False).copy())
         item: dict[str, object] = {
             "image": x.permute(2, 0, 1).float().mul_((hi - lo) / 255.0).add_(lo),
-            "mask": torch.from_numpy(self._fit(mask, nearest=True).copy())[None].float(),
+            "mask": self._fit_mask(mask),
             "label": s.label,
             "index": index,
             "path": str(s.image),
@@ -186,5 +209,5 @@ class AnomalyDataset(torch.utils.data.Dataset):
         if self.foreground is not None:
             fg = self.foreground[index]
             fg = np.ones(img.shape[:2], dtype=bool) if fg is None else fg
-            item["foreground"] = torch.from_numpy(self._fit(fg, nearest=True).copy())[None].float()
+            item["foreground"] = self._fit_mask(fg)
         return item
