@@ -445,3 +445,26 @@ def test_equivalent_step_of_the_unit_range_by_brute_force():
     assert (equivalent_step(s, 100, 0.5), equivalent_step(s, 200, 0.5)) == (190, 331)
     with pytest.raises(ValueError, match=r"1\.\.1000"):
         equivalent_step(s, 0, 0.5)
+
+
+def test_the_draem_decoder_has_the_official_segmenters_layers():
+    """The official code's segmentation sub-network (models/Seg_subnetwork.py, DRAEM's
+    discriminative network), read layer by layer at base b: upsampling convolutions
+    8b→8b, 8b→4b, 4b→2b, 2b→b, b→b, each fused with its skip (8b, 8b, 4b, 2b, b wide) by
+    convolutions from 16b, 12b, 6b, 3b, 2b channels; 28.4 M parameters at b = 64."""
+    from n2n_core.methods.diffusionad import METHOD
+    from n2n_core.models.segmenter import SegmentationNet, SegmenterConfig
+
+    b = 64
+    net = SegmentationNet(SegmenterConfig(decoder="draem"))
+    ups = [tuple(u[1].weight.shape[:2]) for u in net.up]
+    fuse = [tuple(d[0].weight.shape[:2]) for d in net.decoder]
+    assert ups == [(8 * b, 8 * b), (4 * b, 8 * b), (2 * b, 4 * b), (b, 2 * b), (b, b)]
+    assert fuse == [(8 * b, 16 * b), (4 * b, 12 * b), (2 * b, 6 * b), (b, 3 * b), (b, 2 * b)]
+    assert round(sum(p.numel() for p in net.parameters()) / 1e6, 1) == 28.4
+    assert SegmentationNet(SegmenterConfig()).decoder[1][0].weight.shape[:2] == (8 * b, 16 * b)
+    assert METHOD.profiles["paper"].segmenter.decoder == "draem"
+    x = torch.randn(1, 6, 32, 32)
+    assert net.eval()(x).shape == (1, 1, 32, 32)
+    with pytest.raises(ValueError, match=r"segmenter\.decoder must be one of"):
+        SegmenterConfig(decoder="unet")

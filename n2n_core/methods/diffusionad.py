@@ -114,7 +114,8 @@ class DiffusionADConfig:
 
 
 PROFILES = {
-    "paper": DiffusionADConfig(),
+    # the segmenter is DRAEM's (§3.2), as in the official code: its decoder narrows as it climbs
+    "paper": DiffusionADConfig(segmenter=SegmenterConfig(decoder="draem")),
     # CPU minutes: 64 px, a small UNet and segmenter; top-K scaled with the image area (50 of
     # 256² ≈ 3 of 64²; 4 keeps it a small blob). Two departures from Alg. 1: t ≤ 300 (as the
     # official code's segmenter branch) with x̂0 detached — a tiny denoiser's repairs from large

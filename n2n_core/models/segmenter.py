@@ -4,7 +4,15 @@ network) on the channel concatenation of the input x0 and its estimate x̂0, end
 
 Paper/DRAEM configuration: encoder of 6 blocks (conv3×3-BN-ReLU ×2) of widths
 64, 128, 256, 512, 512, 512 with max-pooling; decoder with bilinear upsampling and skip
-concatenations (≈ 28 M parameters at base 64).
+concatenations. Two decoders (``SegmenterConfig.decoder``):
+
+- ``"draem"``: DRAEM's discriminative decoder, which the official DiffusionAD code uses
+  (models/Seg_subnetwork.py): each upsampling convolution narrows to the width of the level
+  below the skip it meets (512, 256, 128, 64, 64), so the decoder halves as it climbs;
+  28.4 M parameters at base 64 with 6 input channels. The paper and official profiles.
+- ``"n2n"``: the decoder n2n started with, which widens each upsampling to its skip's width
+  (512, 512, 256, 128, 64): 36.9 M parameters at base 64. Kept for the smoke profile (its
+  tiny segmenter is cheap either way) and for run folders made before the option existed.
 """
 
 from __future__ import annotations
@@ -17,11 +25,19 @@ from torch import Tensor, nn
 __all__ = ["SegmentationNet", "SegmenterConfig"]
 
 
+DECODERS = ("draem", "n2n")
+
+
 @dataclass(frozen=True)
 class SegmenterConfig:
     in_channels: int = 6
     base: int = 64
     multipliers: tuple[int, ...] = (1, 2, 4, 8, 8, 8)
+    decoder: str = "n2n"  # "draem" (official, paper) | "n2n" (wider; runs made before)
+
+    def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ValueError(f"segmenter.decoder must be one of {DECODERS}, got {self.decoder!r}")
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -47,17 +63,19 @@ class SegmentationNet(nn.Module):
         self.pool = nn.MaxPool2d(2)
         self.up = nn.ModuleList()
         self.decoder = nn.ModuleList()
-        for skip in reversed(widths[:-1]):  # upsample, halve to the skip's width, fuse
+        for level in reversed(range(len(widths) - 1)):  # upsample, narrow, fuse with the skip
+            skip = widths[level]
+            out = widths[max(level - 1, 0)] if cfg.decoder == "draem" else skip
             self.up.append(
                 nn.Sequential(
                     nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
-                    nn.Conv2d(cin, skip, 3, padding=1),
-                    nn.BatchNorm2d(skip),
+                    nn.Conv2d(cin, out, 3, padding=1),
+                    nn.BatchNorm2d(out),
                     nn.ReLU(inplace=True),
                 )
             )
-            self.decoder.append(_block(2 * skip, skip))
-            cin = skip
+            self.decoder.append(_block(out + skip, out))
+            cin = out
         self.head = nn.Conv2d(cin, 1, 3, padding=1)
         self.depth = len(widths)
 
