@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from n2n_core.deviation import correct, correction_timesteps, discrepancy_maps
 from n2n_core.models.ldm_unet import (
     PRESETS,
+    OfficialDoD,
     OfficialUNetConfig,
     convert_official,
     load_official,
@@ -200,6 +201,26 @@ def test_import_official_then_correct_gives_the_official_sampler_output(tmp_path
         )
     assert _rel(ours, io["sampler_out"]) < 1e-5
     assert _rel(io["sampler_z0"], io["sampler_out"]) > 1e-2  # the correction moved the latents
+
+
+def test_a_fresh_official_network_is_initialised_as_ldm():
+    """LDM wraps three kinds of layer in ``zero_module``: each residual block's last
+    convolution (``out_layers.3``), each transformer's ``proj_out`` and the output convolution
+    (``out.2``). Those are zero in a fresh network, and only those of its weights."""
+    shapes = MANIFEST["tiny_keys"]
+    tagged = {k: torch.full(v, float(i)) for i, (k, v) in enumerate(shapes.items())}
+    index = {i: k for i, k in enumerate(shapes)}
+    official = {k: index[int(v.flatten()[0])] for k, v in convert_official(tagged, TINY).items()}
+    fresh = OfficialDoD(TINY).state_dict()  # our key → its official key: official[...]
+    zeroed = {official[k] for k, v in fresh.items() if not v.any()}
+    ldm_zero = {
+        k for k in shapes if ".out_layers.3." in k or ".proj_out." in k or k[:6] == "out.2."
+    }
+    norm_biases = {official[k] for k in fresh if "norm" in k and k.endswith(".bias")}
+    assert ldm_zero and zeroed == ldm_zero | norm_biases
+    x, t, c = torch.randn(1, 4, 8, 8), torch.tensor([3]), torch.tensor([1])
+    with torch.no_grad():
+        assert not OfficialDoD(TINY)(x, t, c).any()
 
 
 def test_load_official_refuses_other_files(tmp_path):

@@ -79,7 +79,10 @@ PRESETS = {
 
 
 class OfficialDoD(nn.Module):
-    """δ_θ(z_t, t, class) of the official code: ``unet`` (diffusers) + ``class_embedding``."""
+    """δ_θ(z_t, t, class) of the official code: ``unet`` (diffusers) + ``class_embedding``.
+    Initialised as LDM's openaimodel: PyTorch's defaults, and zeros for the layers it wraps in
+    ``zero_module`` (each residual block's last convolution, each transformer's ``proj_out``,
+    the output convolution), so that a fresh network predicts δ = 0."""
 
     def __init__(self, cfg: OfficialUNetConfig) -> None:
         from diffusers import UNet2DConditionModel
@@ -103,6 +106,10 @@ class OfficialDoD(nn.Module):
             freq_shift=0,
         )
         self.class_embedding = nn.Embedding(cfg.ncls, cfg.context_dim)
+        for name, module in self.unet.named_modules():  # LDM's zero_module layers
+            if name == "conv_out" or name.endswith((".conv2", ".proj_out")):
+                nn.init.zeros_(module.weight)
+                nn.init.zeros_(module.bias)
 
     def forward(self, z: Tensor, t: Tensor, classes: Tensor) -> Tensor:
         """``t``: the official 0-indexed timesteps (B,); ``classes``: class ids (B,) or (B, 1)."""
