@@ -57,8 +57,8 @@ def categories_of(data: DataSpec) -> list[str]:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 1000  # optimiser updates (each of grad_accum micro-batches)
-    # if set: steps = ceil(epochs × #train images / batch_size). Batches are drawn at random with
-    # replacement, so an "epoch" is that many images, not one pass over each image
+    # if set: steps = ceil(epochs × #train images / (batch_size × grad_accum)). Batches are drawn
+    # at random with replacement, so an "epoch" is that many images, not one pass over each image
     epochs: int | None = None
     batch_size: int = 6  # per process; DiffusionAD: half normal, half synthetic (§4.2: 3 + 3)
     lr: float = 1e-4  # Adam (DiffusionAD §4.2); AdamW peak (DeCo-Diff §5.1)
@@ -66,6 +66,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 0  # linear warm-up from 0 to lr
     min_lr: float | None = None  # cosine decay from lr to min_lr after warm-up; None: constant
+    # "epoch": the lr changes once per epoch (of ceil(#images / (batch_size × grad_accum))
+    # updates), warming up over warmup_epochs as transformers' get_cosine_schedule_with_warmup
+    # (lr·e/W in epoch e = 0, 1, …), as the official DeCo-Diff code steps its scheduler
+    lr_per: str = "step"  # "step" | "epoch"
+    warmup_epochs: int = 0
+    cosine_span: float = 1.0  # the cosine spans this × the training (official DeCo-Diff: 1.5)
     seed: int = 0
     checkpoint_every: int = 250
     log_every: int = 10
@@ -93,6 +99,14 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be a positive integer, got {value!r}")
         if not self.lr > 0:
             raise ValueError(f"train.lr must be positive, got {self.lr!r}")
+        if self.lr_per not in ("step", "epoch"):
+            raise ValueError(f"train.lr_per must be 'step' or 'epoch', got {self.lr_per!r}")
+        if self.lr_per == "epoch" and (self.epochs is None or self.warmup_steps):
+            raise ValueError("train.lr_per='epoch' needs train.epochs and warmup_epochs, not steps")
+        if self.lr_per == "step" and self.warmup_epochs:
+            raise ValueError("train.warmup_epochs needs train.lr_per='epoch'")
+        if not self.cosine_span >= 1:
+            raise ValueError(f"train.cosine_span must be at least 1, got {self.cosine_span!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(
                 "train.mixed_precision must be 'no', 'bf16' or 'fp16', "

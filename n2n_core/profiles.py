@@ -1,16 +1,17 @@
-"""Run profiles as data: ``smoke`` (CPU, minutes, CI) and ``paper`` (the papers' settings, GPU).
+"""Run profiles as data: ``smoke`` (CPU, minutes, CI), ``paper`` (the papers' text, GPU) and
+``official`` (the official code's regime, GPU; for the methods that have an official code).
 
 Notebooks and the CLI take a profile *name* and look it up here, so the smoke and the paper
 run execute the same cells with different numbers. Each method keeps its own tables under the
 same names (``Method.profiles``, ``Method.train_profiles``; ``Method.check`` requires every name
-here).
+in ``REQUIRED``; ``official`` where the method has an official code).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-__all__ = ["PROFILES", "Profile", "get_profile"]
+__all__ = ["PROFILES", "REQUIRED", "Profile", "get_profile"]
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,10 @@ PROFILES: dict[str, Profile] = {
                      timesteps=1000, latent_timesteps=10),
     "paper": Profile("paper", image_size=256, mc_draws=20000,
                      timesteps=1000, latent_timesteps=10),
+    "official": Profile("official", image_size=256, mc_draws=20000,
+                        timesteps=1000, latent_timesteps=10),
 }  # fmt: skip
+REQUIRED = ("smoke", "paper")  # every method has these; "official" only with an official code
 
 
 def get_profile(name: str, **overrides: object) -> Profile:

@@ -32,6 +32,7 @@ from n2n_core import checkpoint, methods
 from n2n_core.config import DataSpec, TrainConfig, categories_of
 from n2n_core.io import atomic_write_text
 from n2n_core.methods import load_run
+from n2n_core.methods.base import ParamGroup
 from n2n_core.progress import progress
 from n2n_core.run_folder import RunFolder, record
 
@@ -86,28 +87,46 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-def _lr_lambda(train_cfg: TrainConfig, steps: int):
-    """Multiplier of the peak lr at each step: linear warm-up, then constant or cosine."""
+def _lr_lambda(train_cfg: TrainConfig, steps: int, per_epoch: int = 1):
+    """Multiplier of the peak lr at each optimiser step: linear warm-up, then constant or a
+    cosine to ``min_lr`` over ``cosine_span`` × the training. With ``lr_per="epoch"`` the
+    count is the epoch (``per_epoch`` steps each) and the warm-up starts at 0."""
+    tc = train_cfg
+    by_epoch = tc.lr_per == "epoch"
+    warm = tc.warmup_epochs if by_epoch else tc.warmup_steps
+    length = steps // per_epoch if by_epoch else steps
+    length = length if tc.cosine_span == 1 else tc.cosine_span * length
 
     def f(step: int) -> float:
-        if step < train_cfg.warmup_steps:
-            return (step + 1) / train_cfg.warmup_steps
-        if train_cfg.min_lr is None:
+        n = step // per_epoch if by_epoch else step
+        if n < warm:
+            return n / warm if by_epoch else (n + 1) / warm
+        if tc.min_lr is None:
             return 1.0
-        span = max(1, steps - train_cfg.warmup_steps)
-        progress = min(1.0, (step - train_cfg.warmup_steps) / span)
-        floor = train_cfg.min_lr / train_cfg.lr
+        progress = min(1.0, (n - warm) / max(1, length - warm))
+        floor = tc.min_lr / tc.lr
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return f
 
 
-def _optimizer(model: torch.nn.Module, train_cfg: TrainConfig, steps: int) -> tuple:
+def _optimizer(
+    model: torch.nn.Module, train_cfg: TrainConfig, steps: int, per_epoch: int = 1,
+    groups: list[ParamGroup] | None = None,
+) -> tuple:  # fmt: skip
+    """The optimiser and its schedule: one group at the run's lr and schedule, or the
+    method's ``groups`` (each its own lr; its own schedule, or the run's)."""
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(train_cfg.optimizer)
     if opt_cls is None:
         raise ValueError(f"optimizer must be 'adam' or 'adamw', got {train_cfg.optimizer!r}")
-    optimizer = opt_cls(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(train_cfg, steps))
+    run_schedule = _lr_lambda(train_cfg, steps, per_epoch)
+    groups = groups or [ParamGroup(list(model.parameters()), train_cfg.lr)]
+    optimizer = opt_cls(
+        [{"params": g.params, "lr": g.lr} for g in groups],
+        lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
+    )  # fmt: skip
+    schedules = [g.schedule or run_schedule for g in groups]
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedules)
 
 
 def _step(model, feed, optimizer, scheduler, train_cfg, accelerator, gen, step, ckpt) -> dict:
@@ -143,10 +162,20 @@ def _logged(line: str, step: int) -> bool:
         return False
 
 
+def _steps_per_epoch(tcfg: TrainConfig, feed: Any) -> int:
+    """Optimiser updates per epoch with ``lr_per="epoch"`` (else 1: the schedule counts steps)."""
+    if tcfg.lr_per != "epoch":
+        return 1
+    return math.ceil(len(feed) / (tcfg.batch_size * tcfg.grad_accum))
+
+
 def _total_steps(tcfg: TrainConfig, feed: Any) -> int:
-    """Optimiser updates: ``steps``, or ``epochs`` × the training items / the batch size."""
+    """Optimiser updates: ``steps``, or ``epochs`` × the training items / the images per
+    update (``batch_size × grad_accum``; whole epochs with ``lr_per="epoch"``)."""
+    if tcfg.lr_per == "epoch":
+        return tcfg.epochs * _steps_per_epoch(tcfg, feed)
     if tcfg.epochs:
-        return math.ceil(tcfg.epochs * len(feed) / tcfg.batch_size)
+        return math.ceil(tcfg.epochs * len(feed) / (tcfg.batch_size * tcfg.grad_accum))
     return tcfg.steps
 
 
@@ -168,7 +197,10 @@ class _Log:
                 f.write(json.dumps({"step": step, **values}) + "\n")
 
 
-def _prepare(model: torch.nn.Module, tcfg: TrainConfig, steps: int, accelerator: Any) -> tuple:
+def _prepare(
+    model: torch.nn.Module, tcfg: TrainConfig, steps: int, per_epoch: int, accelerator: Any,
+    groups: list[ParamGroup] | None,
+) -> tuple:  # fmt: skip
     """The model, optimiser and schedule, prepared by the run's accelerator for this loop."""
     if tcfg.gradient_checkpointing:
         for net in model.children():
@@ -181,20 +213,21 @@ def _prepare(model: torch.nn.Module, tcfg: TrainConfig, steps: int, accelerator:
         )
     accelerator.gradient_accumulation_steps = tcfg.grad_accum
     accelerator.step = 0  # micro-batches of this loop (checkpoints fall on update boundaries)
-    optimizer, scheduler = _optimizer(model, tcfg, steps)
+    optimizer, scheduler = _optimizer(model, tcfg, steps, per_epoch, groups)
     return accelerator.prepare(model, optimizer, scheduler)
 
 
 def _loop(
     model: torch.nn.Module, feed: Any, tcfg: TrainConfig, gen: torch.Generator, folder: Path,
     ckpt: Path, accelerator: Any, resume: bool, stop_after: int | None, desc: str,
+    groups: list[ParamGroup] | None = None,
 ) -> tuple[torch.nn.Module, dict, float]:  # fmt: skip
     """Train ``model`` on ``feed``: logs to ``folder``/train_log.jsonl, checkpoints to ``ckpt``
     (resumed from there if ``resume`` and it exists). Returns the unwrapped model, the summary
     and the seconds of this and earlier segments."""
-    steps = _total_steps(tcfg, feed)
+    steps, per_epoch = _total_steps(tcfg, feed), _steps_per_epoch(tcfg, feed)
     main = accelerator.is_main_process
-    model, optimizer, scheduler = _prepare(model, tcfg, steps, accelerator)
+    model, optimizer, scheduler = _prepare(model, tcfg, steps, per_epoch, accelerator, groups)
     parts = (accelerator, model, optimizer, scheduler, gen)
     state = {"step": 0, "seconds": 0.0}
     if resume and main:
@@ -390,7 +423,7 @@ def _train_run(
     desc = f"{method.name} {data.category}"
     model, summary, total = _loop(
         model, feed, train_cfg, gen, run.path, run.checkpoint(), accelerator, resume,
-        stop_after, desc,
+        stop_after, desc, method.param_groups(model, model_cfg, train_cfg),
     )  # fmt: skip
     if summary.pop("finished") and accelerator.is_main_process:
         run.save_weights(model)

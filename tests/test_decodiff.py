@@ -125,7 +125,7 @@ def test_official_shuffle_draws_patches_from_the_whole_batch():
 
 
 def test_patch_sizes_follow_their_probabilities():
-    cfg = PROFILES["paper"]
+    cfg = PROFILES["official"]
     g, n = _g(9), 20000
     counts = Counter(draw_patch_size(cfg, g) for _ in range(n))
     for size, prob in zip(cfg.patch_sizes, cfg.patch_probs, strict=True):
@@ -162,6 +162,23 @@ def test_official_augmentation_is_a_shifted_centre_crop_and_a_half_turn():
         augment(images, 32, 5, False, _g(12))
     with pytest.raises(ValueError, match="translate"):
         replace(TINY, translate=2)  # no load_size: no margin to shift in
+
+
+def test_constant_translation_is_albumentations_single_int():
+    """``Affine(translate_px=4)`` moves the content by +4 px on both axes (albumentations
+    1.4.21 reads one int as the range (4, 4)): brute force, by moving the content with
+    ``torch.roll`` and cropping the centre, with p = 0.5."""
+    n = 200
+    images = torch.randint(0, 256, (n, 3, 40, 40), dtype=torch.uint8, generator=_g(13))
+    out = augment(images, 32, 4, False, _g(14), draw="constant")
+    moved = torch.roll(images, shifts=(4, 4), dims=(-2, -1))[:, :, 4:36, 4:36]
+    still = images[:, :, 4:36, 4:36]
+    is_moved = [torch.equal(o, m) for o, m in zip(out, moved, strict=True)]
+    is_still = [torch.equal(o, c) for o, c in zip(out, still, strict=True)]
+    assert all(a != b for a, b in zip(is_moved, is_still, strict=True))
+    assert abs(sum(is_moved) / n - 0.5) < 0.12
+    with pytest.raises(ValueError, match="translate_draw"):
+        replace(PROFILES["official"], translate_draw="gaussian")
 
 
 def test_official_holdout_is_the_official_validation_split(mvtec):
@@ -331,19 +348,29 @@ def mvtec(tmp_path_factory):
     )
 
 
-def test_paper_profile_is_the_papers_setting():
-    cfg = PROFILES["paper"]
-    assert cfg.T == 10 and cfg.latent_size == 32
-    assert cfg.vae.pretrained == "stabilityai/sd-vae-ft-ema" and cfg.vae.factor == 8
-    assert (cfg.mask_ratio_max, cfg.shuffle_ratio_max) == (0.7, 0.3)
-    # the official code's training protocol (the paper text: {1, 2, 4, 8} uniform, no shifts)
-    assert cfg.patch_sizes == (1, 2, 4, 8, 16) and cfg.patch_probs == (0.3, 0.25, 0.2, 0.15, 0.1)
-    protocol = (cfg.shuffle, cfg.translate, cfg.holdout, cfg.load_size)
-    assert protocol == ("official", 4, "official", 288)
+def test_paper_profile_is_the_text_and_official_profile_the_code():
+    paper, official = PROFILES["paper"], PROFILES["official"]
+    for cfg in (paper, official):
+        assert cfg.T == 10 and cfg.latent_size == 32 and cfg.network == "official"
+        assert cfg.vae.pretrained == "stabilityai/sd-vae-ft-ema" and cfg.vae.factor == 8
+        assert (cfg.mask_ratio_max, cfg.shuffle_ratio_max) == (0.7, 0.3)
+    # §5.1: latent patches {1, 2, 4, 8}; nothing about shifts, held-out images or resizing
+    assert paper.patch_sizes == (1, 2, 4, 8) and paper.patch_probs == ()
+    text = (paper.shuffle, paper.translate, paper.holdout, paper.load_size, paper.spacing)
+    assert text == ("n2n", 0, "none", None, "n2n") and paper.pixel_reference == "input"
+    # the official code's training and inference protocol, each a named option
+    assert official.patch_sizes == (1, 2, 4, 8, 16)
+    assert official.patch_probs == (0.3, 0.25, 0.2, 0.15, 0.1)
+    code = (official.shuffle, official.translate, official.translate_draw, official.holdout)
+    assert code == ("official", 4, "constant", "official") and official.load_size == 288
+    assert (official.spacing, official.boundary, official.pixel_reference) == (
+        "official", "official", "reconstruction"
+    )  # fmt: skip
     # VisA alone is also rotated by 180° (the official VisA loader); smoke keeps n2n's feed
-    visa, _ = resolve("decodiff", "paper", "visa", ["candle", "cashew"])
-    mvtec, _ = resolve("decodiff", "paper", "mvtec", ["bottle", "cable"])
+    visa, _ = resolve("decodiff", "official", "visa", ["candle", "cashew"])
+    mvtec, _ = resolve("decodiff", "official", "mvtec", ["bottle", "cable"])
     assert visa.rotate_180 and not mvtec.rotate_180 and visa.translate == 4
+    assert not resolve("decodiff", "paper", "visa", ["candle"])[0].rotate_180
     smoke, _ = resolve("decodiff", "smoke", "visa", ["candle"])
     assert (smoke.shuffle, smoke.translate, smoke.rotate_180, smoke.holdout) == (
         "n2n",
@@ -352,8 +379,39 @@ def test_paper_profile_is_the_papers_setting():
         "none",
     )
     # the UNet's class count and latent size are derived from classes and the VAE's factor
-    assert replace(cfg, classes=("a", "b")).unet_config.num_classes == 2
-    assert cfg.with_classes(["a", "b"]).unet.num_classes == 2
+    assert replace(paper, classes=("a", "b")).unet_config.num_classes == 2
+    assert paper.with_classes(["a", "b"]).unet.num_classes == 2
+
+
+def test_official_training_regime_is_the_codes():
+    """train_DeCo_Diff.py: AdamW (wd 1e-4), batch 128 with 2 accumulated, 800 epochs (VisA 200),
+    get_cosine_schedule_with_warmup(10 warm-up epochs, 1.5 × the epochs) stepped once per
+    epoch. On MVTec AD's 3,267 training images an epoch is ceil(26 batches / 2) = 13 updates:
+    10,400 in all; the lr is 0 in the first epoch and ends at 1e-4 × (1 + cos(π·790/1190))/2."""
+    from n2n_core.train import _lr_lambda, _steps_per_epoch, _total_steps
+
+    _, t = resolve("decodiff", "official", "mvtec", ["bottle"])
+    assert (t.optimizer, t.weight_decay, t.batch_size, t.grad_accum) == ("adamw", 1e-4, 128, 2)
+    assert (t.epochs, t.lr_per, t.warmup_epochs, t.cosine_span) == (800, "epoch", 10, 1.5)
+    assert resolve("decodiff", "official", "visa", ["candle"])[1].epochs == 200
+    feed = [None] * 3267
+    per, steps = _steps_per_epoch(t, feed), _total_steps(t, feed)
+    assert (per, steps) == (13, 10_400)
+    f = _lr_lambda(t, steps, per)
+
+    def hf(epoch: int) -> float:  # transformers.get_cosine_schedule_with_warmup, written out
+        if epoch < 10:
+            return epoch / 10
+        progress = (epoch - 10) / (1.5 * 800 - 10)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * 2 * 0.5 * progress)))
+
+    for s in (0, 12, 13, 129, 130, 131, 5000, 10_399):
+        assert f(s) == pytest.approx(hf(s // 13), abs=1e-12)
+    assert f(10_399) * t.lr == pytest.approx(2.55e-5, abs=1e-7)
+    # the paper profile: the per-step warm-up and cosine to 1e-5 over the training (§5.1)
+    _, p = resolve("decodiff", "paper", "mvtec", ["bottle"])
+    assert (p.lr_per, p.grad_accum, p.min_lr) == ("step", 1, 1e-5)
+    assert _total_steps(p, feed) == math.ceil(800 * 3267 / 128)
 
 
 def test_smoke_profile_is_a_tiny_official_network():

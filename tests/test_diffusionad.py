@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -24,6 +25,7 @@ from n2n_core.models import (
     count_parameters,
     make_denoiser,
 )
+from n2n_core.synthesis import AnomalySynthesizer, SynthesisConfig, TextureSource
 from n2n_core.train import DataSpec, TrainConfig, TrainingDiverged, train
 
 TINY = TINY_DIFFUSIONAD
@@ -468,3 +470,137 @@ def test_the_draem_decoder_has_the_official_segmenters_layers():
     assert net.eval()(x).shape == (1, 1, 32, 32)
     with pytest.raises(ValueError, match=r"segmenter\.decoder must be one of"):
         SegmenterConfig(decoder="unet")
+
+
+# ------------------------------------------------------------------ the official profile
+OFFICIAL_NETS = json.loads(
+    (Path(__file__).parent / "fixtures" / "diffusionad_official" / "networks.json").read_text()
+)
+
+
+def _shapes(state: dict) -> list:
+    """Sorted parameter shapes, diffusers' attention written in the official layout: q, k, v
+    as one 1-d convolution (3C, C, 1) with one bias (3C,), the output projection (C, C, 1)."""
+    out = []
+    for k, v in state.items():
+        shape = tuple(v.shape)
+        if "num_batches_tracked" in k or k.endswith((".to_k.weight", ".to_k.bias")):
+            continue
+        if k.endswith((".to_v.weight", ".to_v.bias")):
+            continue
+        if k.endswith(".to_q.weight"):
+            shape = (3 * shape[0], shape[1], 1)
+        elif k.endswith(".to_q.bias"):
+            shape = (3 * shape[0],)
+        elif k.endswith(".to_out.0.weight"):
+            shape = (*shape, 1)
+        out.append(shape)
+    return sorted(out)
+
+
+def test_official_profile_networks_have_the_official_layers():
+    """Against the official code's networks, recorded (tests/fixtures/diffusionad_official):
+    the same parameter shapes, layer for layer up to naming (131,654,403 in the denoiser:
+    additive time embedding, residual resampling at every level), the same zeros at
+    construction (its zero_module layers), and DRAEM's segmenter."""
+    from n2n_core.methods.diffusionad import METHOD
+
+    cfg = METHOD.profiles["official"]
+    torch.manual_seed(0)
+    net = make_denoiser(cfg.denoiser)
+    official = [tuple(v) for v in OFFICIAL_NETS["unet"].values()]
+    assert _shapes(net.state_dict()) == sorted(official)
+    assert count_parameters(net) == 131_654_403
+    zeros = _shapes({n: p for n, p in net.named_parameters() if not p.any()})
+    zero_keys = OFFICIAL_NETS["unet_zero_at_init"]
+    assert zeros == sorted(tuple(OFFICIAL_NETS["unet"][k]) for k in zero_keys)
+    seg = SegmentationNet(replace(cfg.segmenter, in_channels=6))
+    official_seg = sorted(tuple(v) for v in OFFICIAL_NETS["segmenter"].values())
+    assert _shapes(seg.state_dict()) == official_seg
+    # the paper profile: the text's 4 heads, scale-shift conditioning, no zeros
+    paper = make_denoiser(METHOD.profiles["paper"].denoiser)
+    assert count_parameters(paper) > count_parameters(net)  # scale and shift: 2 × the emb
+    assert all(p.any() for n, p in paper.named_parameters() if n.endswith("conv_out.weight"))
+
+
+def test_num_heads_sets_every_attention_and_computes_multi_head_attention():
+    """``num_heads=4`` at a 256-channel level (diffusers would give 2 heads of 128): the
+    attention equals softmax(QKᵀ/√64)V computed by hand over 4 heads of 64 channels."""
+    from diffusers.models.attention_processor import Attention
+
+    cfg = DenoiserConfig(
+        image_size=16, channels=(256, 256), attention_resolutions=(8,), num_heads=4,
+        attention_head_dim=128, norm_num_groups=32,
+    )  # fmt: skip
+    net = make_denoiser(cfg)
+    attns = [m for m in net.modules() if isinstance(m, Attention)]
+    assert attns and all(a.heads == 4 for a in attns)
+    a = attns[0].eval()
+    x = torch.randn(1, 256, 8, 8)
+    with torch.no_grad():
+        got = a(x)
+        h = a.group_norm(x).flatten(2).transpose(1, 2)  # (1, 64 tokens, 256)
+        q, k, v = (f(h).reshape(1, 64, 4, 64).transpose(1, 2) for f in (a.to_q, a.to_k, a.to_v))
+        w = torch.softmax(q @ k.transpose(-1, -2) / 8.0, dim=-1)
+        out = a.to_out[0]((w @ v).transpose(1, 2).reshape(1, 64, 256))
+        want = out.transpose(1, 2).reshape(1, 256, 8, 8) / a.rescale_output_factor + x
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_official_segmenter_lr_is_torchs_cosine_annealing_per_iteration():
+    """The official code: Adam(seg, 1e-5) with CosineAnnealingLR(T_max=10) stepped after
+    every iteration, beside Adam(unet, 1e-4). n2n's two parameter groups follow torch's own
+    scheduler step for step (down to 0 at 10, back up at 20, …)."""
+    from n2n_core.methods.diffusionad import METHOD, DiffusionAD
+    from n2n_core.train import _optimizer
+
+    cfg = replace(TINY_DIFFUSIONAD, segmenter_lr=1e-5, segmenter_cosine=10)
+    model = DiffusionAD(cfg)
+    tcfg = replace(METHOD.train_profiles["official"], steps=45, epochs=None)
+    groups = METHOD.param_groups(model, cfg, tcfg)
+    assert [g.lr for g in groups] == [1e-4, 1e-5]
+    n_seg = sum(p.numel() for p in model.segmenter.parameters())
+    assert sum(p.numel() for p in groups[1].params) == n_seg
+    assert sum(p.numel() for g in groups for p in g.params) == count_parameters(model)
+    opt, sched = _optimizer(model, tcfg, 45, 1, groups)
+    ref_opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-5)
+    ref = torch.optim.lr_scheduler.CosineAnnealingLR(ref_opt, T_max=10, eta_min=0)
+    for _ in range(45):
+        assert opt.param_groups[0]["lr"] == 1e-4
+        assert opt.param_groups[1]["lr"] == pytest.approx(ref_opt.param_groups[0]["lr"], abs=1e-15)
+        opt.step(), sched.step(), ref_opt.step(), ref.step()
+    assert METHOD.param_groups(DiffusionAD(TINY_DIFFUSIONAD), TINY_DIFFUSIONAD, tcfg) is None
+
+
+def test_anomaly_probability_draws_each_image():
+    """anomaly_prob = 0.5 (the official batches of 16): the number of anomalous images per
+    batch is Binomial(16, 0.5); the default stays the paper's half of the batch."""
+    from n2n_core.methods.diffusionad import DiffusionADFeed
+
+    feed = DiffusionADFeed.__new__(DiffusionADFeed)
+    feed.images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    feed.fg, feed.anomalies = None, True
+    feed.synthesizer = AnomalySynthesizer(SynthesisConfig(), TextureSource(None))
+    counts = []
+    for p, trials in ((None, 3), (0.5, 60)):
+        feed.anomaly_prob = p
+        g = torch.Generator().manual_seed(1)
+        counts.append([int(feed(torch.arange(16), g, "cpu")[1].flatten(1).amax(1).gt(0).sum())
+                       for _ in range(trials)])  # fmt: skip
+    assert set(counts[0]) <= {8} and max(counts[0]) == 8
+    half = counts[1]
+    mean = sum(half) / len(half)
+    assert abs(mean - 8) < 4 * (4 / len(half)) ** 0.5 and len(set(half)) > 3
+
+
+def test_official_profile_is_the_codes_arguments():
+    from n2n_core.methods.diffusionad import METHOD
+
+    cfg, t = METHOD.profiles["official"], METHOD.train_profiles["official"]
+    assert (cfg.norm_guided, cfg.unit_range, cfg.noise_loss) == (True, True, "normal")
+    assert (cfg.guide_split, cfg.guide_t, cfg.condition_w) == (300, (200, 400), 1.0)
+    assert (cfg.anomaly_prob, cfg.segmenter_lr, cfg.segmenter_cosine) == (0.5, 1e-5, 10)
+    assert (t.batch_size, t.lr, t.epochs, t.optimizer) == (16, 1e-4, 3000, "adam")
+    assert not cfg.detach_x0_hat and cfg.segmenter.decoder == "draem"
+    paper = METHOD.profiles["paper"]
+    assert paper.denoiser.num_heads == 4 and not paper.norm_guided and paper.anomaly_prob is None

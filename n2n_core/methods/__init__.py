@@ -19,13 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from n2n_core.config import DataSpec, TrainConfig
-from n2n_core.methods.base import Feed, Method, MethodError, Option, Prediction, Stage
+from n2n_core.methods.base import (
+    Feed,
+    Method,
+    MethodError,
+    Option,
+    ParamGroup,
+    Prediction,
+    Stage,
+)
 
 __all__ = [
     "Feed",
     "Method",
     "MethodError",
     "Option",
+    "ParamGroup",
     "Prediction",
     "Stage",
     "get",

@@ -15,8 +15,9 @@ The contract, checked by ``Method.check`` when a method is registered (a break i
   fitted buffers whatever their size) or ``imported`` (released weights only:
   ``import_official``);
 - ``config`` a dataclass with an ``image_size`` field (evaluation resizes test images to it);
-- ``profiles`` and ``train_profiles`` hold a model config and a ``TrainConfig`` for every
-  profile name (``n2n_core.profiles.PROFILES``);
+- ``profiles`` and ``train_profiles`` hold a model config and a ``TrainConfig`` for the same
+  profile names: ``smoke`` and ``paper`` always, ``official`` when the method has an official
+  code (``n2n_core.profiles``);
 - every ``Option`` sets an existing ``model.*`` / ``train.*`` setting, with a flag of its own;
 - ``build`` and ``predict`` are overridden (and ``feed`` for a trained method).
 """
@@ -36,7 +37,9 @@ from torch import Tensor, nn
 from n2n_core.config import DataSpec, TrainConfig
 from n2n_core.options import TRAIN_OPTIONS, Option
 
-__all__ = ["KINDS", "Feed", "Method", "MethodError", "Option", "Prediction", "Stage"]
+__all__ = [
+    "KINDS", "Feed", "Method", "MethodError", "Option", "ParamGroup", "Prediction", "Stage",
+]  # fmt: skip
 
 KINDS = ("trained", "fitted", "imported")
 
@@ -90,6 +93,16 @@ class Stage:
     stream_seed: int  # seeds the generator that draws the stage's batches and noise
 
 
+@dataclass(frozen=True)
+class ParamGroup:
+    """Parameters that train at their own peak ``lr`` and, if ``schedule`` is given, with
+    their own lr multiplier per optimiser step instead of the run's (``Method.param_groups``)."""
+
+    params: list[nn.Parameter]
+    lr: float
+    schedule: Callable[[int], float] | None = None
+
+
 class Method:
     """Base class of a method's description; subclasses set the class attributes and override
     ``build``, ``feed`` and ``predict`` (``load``/``finalize`` where the defaults do not fit)."""
@@ -123,6 +136,12 @@ class Method:
         found beside the dataset) and checked, before a run folder is written: raises a
         ValueError naming what is missing and how to get it. Unchanged by default."""
         return tcfg
+
+    def param_groups(
+        self, model: nn.Module, cfg: Any, tcfg: TrainConfig
+    ) -> list[ParamGroup] | None:
+        """Parameter groups with their own lr or schedule; None: one group, the run's."""
+        return None
 
     def stages(self, cfg: Any, tcfg: TrainConfig, data: DataSpec, run_dir: Path) -> list[Stage]:
         """Stages trained before the model (in this order); none by default."""
@@ -194,7 +213,7 @@ def _setting_exists(method: Method, setting: str) -> bool:
 
 def _problems(m: Method):
     """The contract's breaks, first to last (a generator: ``check`` reports the first)."""
-    from n2n_core.profiles import PROFILES
+    from n2n_core.profiles import PROFILES, REQUIRED
 
     name = getattr(m, "name", None)
     if not (isinstance(name, str) and name.isidentifier() and name == name.lower()):
@@ -208,14 +227,19 @@ def _problems(m: Method):
         yield "config must be a dataclass with an image_size field (evaluation resizes to it)"
     for table, cls in (("profiles", cfg), ("train_profiles", TrainConfig)):
         got = getattr(m, table, {})
-        missing = sorted(set(PROFILES) - set(got))
+        missing = sorted(set(REQUIRED) - set(got))
         if missing:
-            yield f"{table} lacks the profile(s) {missing} (every one of {sorted(PROFILES)})"
+            yield f"{table} lacks the profile(s) {missing} (every method has {list(REQUIRED)})"
+        unknown = sorted(set(got) - set(PROFILES))
+        if unknown:
+            yield f"{table} has profile(s) {unknown} that are not one of {sorted(PROFILES)}"
         wrong = sorted(
             k for k, v in got.items() if isinstance(cls, type) and not isinstance(v, cls)
         )
         if wrong:
             yield f"{table}[{wrong[0]!r}] is not a {getattr(cls, '__name__', cls)}"
+    if sorted(getattr(m, "profiles", {})) != sorted(getattr(m, "train_profiles", {})):
+        yield "profiles and train_profiles must name the same profiles"
     needed = ["build", "predict"] + (["feed"] if m.kind == "trained" else [])
     needed += ["import_official"] if m.kind == "imported" else []
     for fn in needed:

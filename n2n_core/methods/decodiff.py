@@ -4,10 +4,12 @@ latent space instead of denoising the whole image.
 Training (§4.1-4.2, §5.1): latents of normal images, a random patch mask (r_mask ~ U[0, 0.7],
 latent patch size from {1, 2, 4, 8}), patch shuffling (r_shuffle ~ U[0, 0.3]), the masked
 forward process (Eq. 7) at t ~ U{1..T} (T = 10, squared cosine), MSE to the direction of
-deviation (Eq. 10-12). One model for every category (multi-class). The paper profile trains
-as the official code does: patch sizes {1, 2, 4, 8, 16} with p = .3/.25/.2/.15/.1, shuffled
-patches drawn from the whole batch, ± 4 px shifts (and 180° turns on VisA) of every batch
-before it is encoded, and the official validation images held out (``data.splits``).
+deviation (Eq. 10-12). One model for every category (multi-class). Three profiles: ``paper``
+follows the text (§5.1), ``official`` the official code (patch sizes {1, 2, 4, 8, 16} with
+p = .3/.25/.2/.15/.1, shuffled patches drawn from the whole batch, a +4 px shift with p = 0.5
+(and 180° turns on VisA) of every batch before it is encoded, the official validation images
+held out, its lr schedule and gradient accumulation), ``smoke`` is small for CPUs; every
+difference between the first two is an option (docs/profiles.md).
 
 Inference (§4.3): deviation correction (Eq. 13-14) from the encoded test image, decoding,
 and the anomaly map of Eq. 15. Where the paper is silent we follow the official code
@@ -19,7 +21,7 @@ small-region average, and a single defect region decides whether an image is ano
 pixel discrepancy of Eq. 15 compares x̃0 with the test image x0 as the paper writes it
 (``pixel_reference="input"``, the smoke profile: a small autoencoder trained on normal images
 already half-repairs a defect in its reconstruction); the official code compares with the VAE
-reconstruction of x0 (``"reconstruction"``, the paper profile). Measurements of these choices:
+reconstruction of x0 (``"reconstruction"``, the official profile). Measurements of these choices:
 benchmarks/RESULTS.md.
 """
 
@@ -104,10 +106,14 @@ class DeCoDiffConfig:
     patch_probs: tuple[float, ...] = ()  # their probabilities; empty: uniform
     shuffle_ratio_max: float = 0.3  # r_shuffle ~ U[0, 0.3]
     shuffle: str = "n2n"  # shuffled patches: "n2n" (next image, same place) | "official"
-    # training augmentation before the centre crop, each with p = 0.5: a shift of up to
-    # ± translate pixels on both axes (official: (288 - 256) / 8 = 4) and a 180° rotation
-    # (official, VisA only); either one encodes every batch with the VAE, as the official code
+    # training augmentation before the centre crop, each with p = 0.5: a shift of translate
+    # pixels (official: (288 - 256) / 8 = 4) and a 180° rotation (official, VisA only); either
+    # one encodes every batch with the VAE, as the official code. translate_draw: "uniform",
+    # each axis from ± translate; "constant", +translate on both axes — albumentations 1.4.21's
+    # Affine(translate_px=4), which the official code calls, reads a single int as the range
+    # (4, 4) (to_tuple(4, 4) in _handle_dict_arg), so it always shifts by exactly +4 px
     translate: int = 0
+    translate_draw: str = "uniform"
     rotate_180: bool = False
     holdout: str = "none"  # "official": train without the official validation images
     strategy: str = "z_t-1"  # Table 3: "z_t-1" (Eq. 14) or "z_0"
@@ -149,6 +155,10 @@ class DeCoDiffConfig:
             )
         if self.shuffle not in SHUFFLES:
             raise ValueError(f"shuffle must be one of {SHUFFLES}, got {self.shuffle!r}")
+        if self.translate_draw not in ("uniform", "constant"):
+            raise ValueError(
+                f"translate_draw must be 'uniform' or 'constant', got {self.translate_draw!r}"
+            )
         if self.holdout not in HOLDOUTS:
             raise ValueError(f"holdout must be one of {HOLDOUTS}, got {self.holdout!r}")
         margin = ((self.load_size or self.image_size) - self.image_size) // 2
@@ -191,24 +201,42 @@ class DeCoDiffConfig:
         return replace(self, unet=self.unet_config, official_unet=official)
 
 
+_OFFICIAL = DeCoDiffConfig(
+    network="official",
+    patch_sizes=(1, 2, 4, 8, 16),
+    patch_probs=(0.3, 0.25, 0.2, 0.15, 0.1),
+    shuffle="official",
+    translate=4,
+    translate_draw="constant",
+    holdout="official",
+    spacing="official",
+    boundary="official",
+    pixel_reference="reconstruction",
+    load_size=288,
+)
 PROFILES = {
-    # the official network (UNet_L, 395.0 M) and protocol. Training: latent patches of 1-16
-    # with p = .3/.25/.2/.15/.1, patches shuffled across the batch, ± 4 px shifts (and 180°
-    # rotations on VisA: dataset_model), the official validation images held out. Inference:
-    # correction at t = 9, 7, 5, 3, 1, the pixel term against the VAE reconstruction, the
-    # official map borders. Images resized to 288, centre 256 cropped.
-    "paper": DeCoDiffConfig(
-        network="official",
-        patch_sizes=(1, 2, 4, 8, 16),
-        patch_probs=(0.3, 0.25, 0.2, 0.15, 0.1),
-        shuffle="official",
-        translate=4,
-        holdout="official",
-        spacing="official",
-        boundary="official",
-        pixel_reference="reconstruction",
-        load_size=288,
+    # the text (§4-5.1): the official network (UNet_L, 395.0 M; the paper names LDM's UNet),
+    # patch sizes {1, 2, 4, 8} drawn uniformly, images at 256 px, x0 of Eq. 15 the input
+    "paper": replace(
+        _OFFICIAL,
+        patch_sizes=(1, 2, 4, 8),
+        patch_probs=(),
+        shuffle="n2n",
+        translate=0,
+        translate_draw="uniform",
+        holdout="none",
+        spacing="n2n",
+        boundary="n2n",
+        pixel_reference="input",
+        load_size=None,
     ),
+    # the official code (github.com/farzad-bz/DeCo-Diff, train_DeCo_Diff.py and the loaders).
+    # Training: latent patches of 1-16 with p = .3/.25/.2/.15/.1, patches shuffled across the
+    # batch, +4 px shifts (and 180° rotations on VisA: dataset_model), the official
+    # validation images held out. Inference: correction at t = 9, 7, 5, 3, 1, the pixel term
+    # against the VAE reconstruction, the official map borders. Images resized to 288, the
+    # centre 256 cropped.
+    "official": _OFFICIAL,
     # CPU minutes: 64 px, a small KL-f4 autoencoder trained on the data (16²×4 latents), a
     # tiny instance of the official network (base 32, one block per level); the map blur
     # scaled with the resolution. ``network="n2n"`` selects the small UNet2DModel below. The
@@ -251,7 +279,8 @@ OFFICIAL_CLASSES = {
 
 TRAIN_PROFILES = {
     # §5.1: AdamW, warm-up then cosine 1e-4 → 1e-5, batch 128, 800 epochs (MVTec AD;
-    # 200 for VisA: dataset_train below); weight decay and the warm-up from the official code
+    # 200 for VisA: dataset_train below); the text gives no weight decay or warm-up length:
+    # the code's 1e-4 and 300 steps
     "smoke": TrainConfig(
         steps=1500, batch_size=32, lr=1e-3, min_lr=1e-4, optimizer="adamw",
         weight_decay=1e-4, warmup_steps=100, checkpoint_every=500, log_every=25,
@@ -259,6 +288,14 @@ TRAIN_PROFILES = {
     "paper": TrainConfig(
         steps=0, epochs=800, batch_size=128, lr=1e-4, min_lr=1e-5, optimizer="adamw",
         weight_decay=1e-4, warmup_steps=300, checkpoint_every=2000, log_every=50,
+    ),
+    # the code: batch 128 × 2 accumulated, AdamW (weight decay 1e-4), its scheduler stepped
+    # once per epoch: 10 warm-up epochs from 0, then a cosine over 1.5 × the epochs, to 0
+    # (it ends at ≈ 0.25 × 1e-4)
+    "official": TrainConfig(
+        steps=0, epochs=800, batch_size=128, grad_accum=2, lr=1e-4, min_lr=0.0,
+        optimizer="adamw", weight_decay=1e-4, lr_per="epoch", warmup_epochs=10,
+        cosine_span=1.5, checkpoint_every=1000, log_every=20,
     ),
 }  # fmt: skip
 
@@ -379,16 +416,22 @@ def latent_training_set(
 
 
 def augment(
-    images: Tensor, size: int, translate: int, rotate_180: bool, g: torch.Generator
-) -> Tensor:
-    """The official training augmentation of uint8 (N, C, L, L) images → (N, C, size, size):
-    the centre crop, shifted by up to ± ``translate`` pixels on each axis with p = 0.5, then
-    rotated by 180° with p = 0.5 if ``rotate_180``. Shifting the image and cropping its centre
-    is cropping a shifted window; the shift stays within the crop margin, so no fill enters."""
+    images: Tensor, size: int, translate: int, rotate_180: bool, g: torch.Generator,
+    draw: str = "uniform",
+) -> Tensor:  # fmt: skip
+    """The training augmentation of uint8 (N, C, L, L) images → (N, C, size, size): the centre
+    crop, with p = 0.5 of an image shifted by ``translate`` pixels — ``draw="uniform"``: each
+    axis from ± translate; ``"constant"``: the content moves by +translate on both axes (the
+    official code's Affine) — then rotated by 180° with p = 0.5 if ``rotate_180``. Shifting the
+    image and cropping its centre is cropping a shifted window (content moved by +d: the window
+    moves by −d); the shift stays within the crop margin, so no fill enters."""
     n, top = len(images), (images.shape[-1] - size) // 2
     if translate > top:
         raise ValueError(f"translate {translate} exceeds the crop margin {top}")
-    shift = torch.randint(-translate, translate + 1, (n, 2), generator=g)
+    if draw == "constant":
+        shift = torch.full((n, 2), -translate)
+    else:
+        shift = torch.randint(-translate, translate + 1, (n, 2), generator=g)
     shift = shift * (torch.rand(n, generator=g) < 0.5)[:, None]
     out = torch.stack(
         [
@@ -476,7 +519,9 @@ class AugmentedLatentFeed(Feed):
 
     def __call__(self, idx: Tensor, gen: torch.Generator, device: object) -> tuple:
         cfg = self.cfg
-        x = augment(self.images[idx], cfg.image_size, cfg.translate, cfg.rotate_180, gen)
+        x = augment(
+            self.images[idx], cfg.image_size, cfg.translate, cfg.rotate_180, gen, cfg.translate_draw
+        )
         mean, std = _posterior(self.vae, x)
         z = mean + std * torch.randn(mean.shape, generator=gen).to(device)
         return z, self.labels[idx].to(device)
@@ -515,8 +560,11 @@ class DeCoDiffMethod(Method):
     config = DeCoDiffConfig
     profiles = PROFILES
     train_profiles = TRAIN_PROFILES
-    dataset_train: ClassVar = {("paper", "visa"): {"epochs": 200}}  # §5.1
-    dataset_model: ClassVar = {("paper", "visa"): {"rotate_180": True}}  # official VisA loader
+    dataset_train: ClassVar = {
+        ("paper", "visa"): {"epochs": 200},
+        ("official", "visa"): {"epochs": 200},
+    }  # §5.1
+    dataset_model: ClassVar = {("official", "visa"): {"rotate_180": True}}  # official VisA loader
     per_category = False
     options = (
         Option("--vae", "model.vae.pretrained", "pretrained AutoencoderKL: hub id or local folder",
@@ -591,7 +639,7 @@ class DeCoDiffMethod(Method):
         self, checkpoint: Path, data: DataSpec, config: str = "UNet_L",
         classes: str | None = None, vae: str | None = None,
     ) -> tuple[DeCoDiff, DeCoDiffConfig, TrainConfig]:  # fmt: skip
-        """A released DeCo-Diff checkpoint as a paper-profile model: ``config`` a preset name
+        """A released DeCo-Diff checkpoint as an official-profile model: ``config`` a preset name
         (UNet_XS … UNet_XL) or a JSON file of the official ``create_unet_model`` arguments;
         ``classes`` "mvtec" / "visa" (the official class ids) or comma-separated names;
         default: the official order of the dataset evaluated on."""
@@ -610,7 +658,7 @@ class DeCoDiffMethod(Method):
                 f"--config {config!r}: expected one of {sorted(OFFICIAL_UNETS)} or a JSON file"
             )
         names = OFFICIAL_CLASSES.get(classes) or tuple(c for c in classes.split(",") if c)
-        base = PROFILES["paper"]
+        base = PROFILES["official"]
         size = unet.latent_size * base.vae.factor
         cfg = replace(
             base, image_size=size, load_size=size * 9 // 8, official_unet=unet,  # 256 → 288
@@ -619,7 +667,7 @@ class DeCoDiffMethod(Method):
         net = load_official(checkpoint, cfg.official_config)  # checks every key and shape
         model = DeCoDiff(cfg)
         model.net.load_state_dict(net.state_dict())
-        return model.eval(), cfg, replace(TRAIN_PROFILES["paper"], steps=0)
+        return model.eval(), cfg, replace(TRAIN_PROFILES["official"], steps=0)
 
     def dataset(self, cfg: DeCoDiffConfig, samples: list) -> Any:
         from n2n_core.data import AnomalyDataset

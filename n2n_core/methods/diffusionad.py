@@ -16,6 +16,7 @@ t_a < t_b per image; the repair from the noisier t_b guides the one from t_a (se
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 
 from n2n_core.config import DataSpec, TrainConfig
 from n2n_core.data.training import training_images
-from n2n_core.methods.base import Feed, Method, Prediction
+from n2n_core.methods.base import Feed, Method, ParamGroup, Prediction
 from n2n_core.models import DenoiserConfig, SegmentationNet, SegmenterConfig, make_denoiser
 from n2n_core.options import Option, positive
 from n2n_core.schedules import _at, make_schedule, predict_x0, q_sample
@@ -83,6 +84,13 @@ class DiffusionADConfig:
     # "normal" with norm_guided (as the code trains it).
     unit_range: bool = False
     noise_loss: str = "auto"
+    # The official code's batches and optimisers: each image of a batch anomalous with
+    # probability anomaly_prob (None: half the batch, §4.2's 3 + 3); the segmenter trained at
+    # its own lr (None: the run's), on a cosine of period 2 × segmenter_cosine optimiser steps
+    # (torch's CosineAnnealingLR(T_max) stepped every iteration: down to 0 and back up)
+    anomaly_prob: float | None = None
+    segmenter_lr: float | None = None
+    segmenter_cosine: int | None = None
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)  # §3.3's anomalies
 
     @property
@@ -101,6 +109,12 @@ class DiffusionADConfig:
             raise ValueError(
                 f"noise_loss must be 'auto', 'all' or 'normal', got {self.noise_loss!r}"
             )
+        if self.anomaly_prob is not None and not 0 <= self.anomaly_prob <= 1:
+            raise ValueError(f"anomaly_prob must be in [0, 1] or None, got {self.anomaly_prob}")
+        if self.segmenter_cosine is not None and self.segmenter_cosine < 1:
+            raise ValueError(
+                f"segmenter_cosine must be a positive period, got {self.segmenter_cosine}"
+            )
         if self.train_t_max is not None and not 1 <= self.train_t_max <= self.T:
             raise ValueError(f"train_t_max must be in 1..{self.T} or None, got {self.train_t_max}")
         if self.norm_guided:
@@ -113,9 +127,29 @@ class DiffusionADConfig:
                 raise ValueError(f"guide_t must be (t_a, t_b) with 1 <= t_a < t_b <= {self.T}")
 
 
+# §4.2: base 128, attention at 32, 16 and 8 px with 4 heads; the segmenter is DRAEM's, as in
+# the official code (its decoder narrows as it climbs); where the text is silent (residual
+# resampling blocks) the code's choice
+_PAPER = DiffusionADConfig(
+    denoiser=DenoiserConfig(num_heads=4, resnet_resampling="all"),
+    segmenter=SegmenterConfig(decoder="draem"),
+)
 PROFILES = {
-    # the segmenter is DRAEM's (§3.2), as in the official code: its decoder narrows as it climbs
-    "paper": DiffusionADConfig(segmenter=SegmenterConfig(decoder="draem")),
+    "paper": _PAPER,
+    # the official code (github.com/HuiZhang0812/DiffusionAD, train.py, args1.json): its
+    # network (the time embedding added, zero-initialised output layers: 131.7 M), the
+    # norm-guided one-step denoising in [0, 1] with the noise loss on normal images only,
+    # each image anomalous with p = 0.5, the segmenter at lr 1e-5 on CosineAnnealingLR(10)
+    "official": replace(
+        _PAPER,
+        denoiser=replace(_PAPER.denoiser, time_conditioning="additive", zero_init=True),
+        norm_guided=True,
+        unit_range=True,
+        noise_loss="normal",
+        anomaly_prob=0.5,
+        segmenter_lr=1e-5,
+        segmenter_cosine=10,
+    ),
     # CPU minutes: 64 px, a small UNet and segmenter; top-K scaled with the image area (50 of
     # 256² ≈ 3 of 64²; 4 keeps it a small blob). Two departures from Alg. 1: t ≤ 300 (as the
     # official code's segmenter branch) with x̂0 detached — a tiny denoiser's repairs from large
@@ -149,6 +183,15 @@ TRAIN_PROFILES = {
     # (§3.3): required, found beside the dataset (<root>/../dtd/images) or given
     "paper": TrainConfig(
         steps=0, epochs=500, checkpoint_every=2000, log_every=50, require_textures=True
+    ),
+    # args1.json: batch 16, Adam at 1e-4 (the segmenter's lr is a model setting), 3000 epochs
+    "official": TrainConfig(
+        steps=0,
+        epochs=3000,
+        batch_size=16,
+        checkpoint_every=2000,
+        log_every=50,
+        require_textures=True,
     ),
 }
 
@@ -319,7 +362,7 @@ class DiffusionADFeed(Feed):
             data.foreground_dir,
         )  # fmt: skip
         self.synthesizer = AnomalySynthesizer(cfg.synthesis, TextureSource(train_cfg.texture_dir))
-        self.anomalies = cfg.needs_anomalies
+        self.anomalies, self.anomaly_prob = cfg.needs_anomalies, cfg.anomaly_prob
 
     def __len__(self) -> int:
         return len(self.images)
@@ -327,8 +370,11 @@ class DiffusionADFeed(Feed):
     def __call__(self, idx: Tensor, gen: torch.Generator, device: object) -> tuple:
         normals = self.images[idx].float() / 255
         if self.anomalies:
+            n = None  # half the batch (§4.2), or each image with probability anomaly_prob
+            if self.anomaly_prob is not None:
+                n = int((torch.rand(len(idx), generator=gen) < self.anomaly_prob).sum())
             batch, masks, _ = self.synthesizer.batch(
-                normals, gen, None if self.fg is None else self.fg[idx]
+                normals, gen, None if self.fg is None else self.fg[idx], n
             )
         else:
             batch, masks = normals, torch.zeros_like(normals[:, :1])
@@ -381,6 +427,19 @@ class DiffusionADMethod(Method):
                 "a folder of texture images (the smoke profile uses procedural textures)"
             )
         return replace(tcfg, texture_dir=str(folder.resolve()))
+
+    def param_groups(
+        self, model: DiffusionAD, cfg: DiffusionADConfig, tcfg: TrainConfig
+    ) -> list[ParamGroup] | None:
+        """The official code's two optimisers as two groups: the segmenter at its own lr and
+        cosine (``segmenter_lr``, ``segmenter_cosine``); None (one group) when neither is set."""
+        if model.segmenter is None or (cfg.segmenter_lr is None and cfg.segmenter_cosine is None):
+            return None
+        period = cfg.segmenter_cosine
+        cosine = None if period is None else lambda s: (1 + math.cos(math.pi * s / period)) / 2
+        seg = ParamGroup(list(model.segmenter.parameters()), cfg.segmenter_lr or tcfg.lr, cosine)
+        rest = [p for n, p in model.named_parameters() if not n.startswith("segmenter.")]
+        return [ParamGroup(rest, tcfg.lr), seg]
 
     def feed(
         self, cfg: DiffusionADConfig, tcfg: TrainConfig, data: DataSpec, run_dir: Path,
