@@ -44,6 +44,7 @@ __all__ = [
     "register",
     "resolve",
     "set_field",
+    "set_fields",
 ]
 
 BUILTIN = {
@@ -113,25 +114,53 @@ def load_run(run_dir: Path | str) -> tuple[Any, TrainConfig, DataSpec]:
 def set_field(cfg: Any, path: str, value: Any) -> Any:
     """``cfg`` with the (dotted, nested) field ``path`` replaced; lists become tuples. An
     unknown field is an error that lists the valid ones at that level."""
+    return set_fields(cfg, {path: value})
+
+
+def set_fields(cfg: Any, settings: Mapping[str, Any], prefix: str = "") -> Any:
+    """``cfg`` with every (dotted) setting replaced at once, so that settings that depend on
+    each other (patch sizes and their probabilities, a crop and its margin) may be given in
+    any order; the config checks the result once. ``prefix``: how the error messages name the
+    keys (e.g. "model.")."""
+    tree: dict[str, Any] = {}
+    for path, value in settings.items():
+        value = tuple(value) if isinstance(value, list) else value
+        _check_setting(cfg, path, value, prefix + path)
+        node = tree
+        *heads, last = path.split(".")
+        for head in heads:
+            node = node.setdefault(head, {})
+        node[last] = value
+    return _replace_tree(cfg, tree, prefix)
+
+
+def _check_setting(cfg: Any, path: str, value: Any, key: str) -> None:
+    """The setting exists (else: the valid ones at that level) and has the field's type."""
     head, _, rest = path.partition(".")
     fields = {f.name for f in dataclasses.fields(cfg)}
     if head not in fields:
         raise ValueError(
-            f"{type(cfg).__name__} has no setting {head!r} (in {path!r}); valid: {sorted(fields)}"
+            f"{type(cfg).__name__} has no setting {head!r} (in {key!r}); valid: {sorted(fields)}"
         )
     if rest:
         inner = getattr(cfg, head)
         if not dataclasses.is_dataclass(inner):
-            raise ValueError(f"{type(cfg).__name__}.{head} has no sub-settings (in {path!r})")
-        value = set_field(inner, rest, value)
+            raise ValueError(f"{type(cfg).__name__}.{head} has no sub-settings (in {key!r})")
+        _check_setting(inner, rest, value, key)
     else:
-        if isinstance(value, list):
-            value = tuple(value)
-        _check_type(typing.get_type_hints(type(cfg))[head], value, path)
+        _check_type(typing.get_type_hints(type(cfg))[head], value, key)
+
+
+def _replace_tree(cfg: Any, tree: dict[str, Any], prefix: str) -> Any:
+    changes = {
+        k: _replace_tree(getattr(cfg, k), v, prefix) if isinstance(v, dict) else v
+        for k, v in tree.items()
+    }
     try:
-        return dataclasses.replace(cfg, **{head: value})
+        return dataclasses.replace(cfg, **changes)
     except TypeError as exc:  # a comparison in a config's checks, e.g. a string for a number
-        raise ValueError(f"setting {path!r} = {value!r}: {exc}") from None
+        shown = ", ".join(f"{prefix}{k}" for k in changes)
+        raise ValueError(f"setting {shown}: {exc}") from None
 
 
 _SCALARS = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
@@ -186,7 +215,8 @@ def resolve(
     """The model and training configs of ``method`` at ``profile`` for ``dataset``: the
     profile, the paper's per-dataset differences, the user's ``overrides`` (dotted
     ``model.*`` / ``train.*`` keys), then the derived fields. Setting ``train.steps`` without
-    ``train.epochs`` trains exactly that many steps (epochs cleared)."""
+    ``train.epochs`` trains exactly that many steps (epochs cleared; a schedule stepped per
+    epoch is then stepped per step, without its warm-up epochs)."""
     m = get(method)
     if profile not in m.profiles:
         raise ValueError(f"{method} has no profile {profile!r}; profiles: {sorted(m.profiles)}")
@@ -196,18 +226,14 @@ def resolve(
     flat = _flatten(overrides)
     if "train.steps" in flat:
         flat.setdefault("train.epochs", None)
-    explicit = set()
+        if tcfg.lr_per == "epoch" and flat["train.epochs"] is None:  # no epochs to count
+            flat.setdefault("train.lr_per", "step")
+            flat.setdefault("train.warmup_epochs", 0)
+    parts: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
     for key, value in flat.items():
         part, _, path = key.partition(".")
-        try:
-            if part == "model":
-                cfg = set_field(cfg, path, value)
-                explicit.add(path)
-            else:
-                tcfg = set_field(tcfg, path, value)
-        except ValueError as exc:  # name the whole key, as the user wrote it
-            msg = str(exc)
-            for end in (" must", " ="):  # the type errors name the key as the user wrote it
-                msg = msg.replace(f"setting {path!r}{end}", f"setting {key!r}{end}")
-            raise ValueError(msg) from None
+        parts[part][path] = value
+    cfg = set_fields(cfg, parts["model"], "model.")
+    tcfg = set_fields(tcfg, parts["train"], "train.")
+    explicit = set(parts["model"])
     return m.finalize(cfg, list(categories), frozenset(explicit)), tcfg

@@ -46,10 +46,11 @@ class PatchKNNConfig:
 
 PROFILES = {
     "paper": PatchKNNConfig(),
+    "official": PatchKNNConfig(),  # a baseline: the same beside either diffusion profile
     "smoke": PatchKNNConfig(image_size=64, train_stride=2, test_stride=2, max_bank=50_000),
 }
 # no optimiser: one pass over the training images (TrainConfig's seed draws the subset)
-TRAIN_PROFILES = {"smoke": TrainConfig(steps=1), "paper": TrainConfig(steps=1)}
+TRAIN_PROFILES = {name: TrainConfig(steps=1) for name in PROFILES}
 
 
 # feature extractors by name. A run.json names one; it never names code to import, so loading

@@ -17,6 +17,7 @@ DeCo-Diff's DoD predictor is the same kind of attention UNet on 4-channel latent
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from diffusers import UNet2DModel
@@ -75,6 +76,9 @@ def make_denoiser(cfg: DenoiserConfig) -> UNet2DModel:
                 f"attention_head_dim {cfg.attention_head_dim} must divide the {ch} channels of "
                 "every attention level (heads = channels // attention_head_dim)"
             )
+    head_dim = cfg.attention_head_dim  # with num_heads: one that divides every attention width
+    if cfg.num_heads is not None:
+        head_dim = math.gcd(*[ch for ch, a in zip(cfg.channels, attn, strict=True) if a] or [1])
     plain = ("DownBlock2D", "UpBlock2D")
     if cfg.resnet_resampling == "all":
         plain = ("ResnetDownsampleBlock2D", "ResnetUpsampleBlock2D")
@@ -86,7 +90,7 @@ def make_denoiser(cfg: DenoiserConfig) -> UNet2DModel:
         down_block_types=tuple("AttnDownBlock2D" if a else plain[0] for a in attn),
         up_block_types=tuple("AttnUpBlock2D" if a else plain[1] for a in reversed(attn)),
         layers_per_block=cfg.layers_per_block,
-        attention_head_dim=cfg.attention_head_dim,
+        attention_head_dim=head_dim,
         norm_num_groups=cfg.norm_num_groups,
         downsample_type="resnet",
         upsample_type="resnet",

@@ -1,0 +1,83 @@
+"""``--profile official`` trains from the command line on the MVTec AD and VisA layouts (a few
+steps on CPU, the paper-size networks swapped for small ones with ``--set``), and the run
+folder records the official regime."""
+
+import json
+
+import pytest
+import torch
+
+from n2n_core import cli
+from n2n_core.data import fixtures
+from n2n_core.models.vae import VAEConfig, make_autoencoder
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    mvtec = fixtures.write_mvtec(root / "mvtec", categories=("bottle", "carpet"), size=40)
+    visa = fixtures.write_visa_raw(root / "visa", categories=("candle", "pcb1"), size=40)
+    torch.manual_seed(0)
+    vae = root / "vae"  # a tiny local AutoencoderKL (f = 8) stands in for the SD VAE
+    make_autoencoder(VAEConfig(channels=(8, 8, 8, 8), norm_num_groups=4)).save_pretrained(vae)
+    return {"mvtec": mvtec, "visa": visa, "vae": vae}
+
+
+SMALL_DIFFUSIONAD = [
+    "model.image_size=32", "model.denoiser.channels=(32, 64)",
+    "model.denoiser.attention_resolutions=(16,)", "model.denoiser.norm_num_groups=8",
+    "model.denoiser.layers_per_block=1", "model.segmenter.base=8",
+    "model.segmenter.multipliers=(1, 2, 4)", "model.top_k=4",
+]  # fmt: skip
+SMALL_DECODIFF = [
+    "model.image_size=32", "model.translate=2", "model.load_size=36",
+    "model.official_unet.model_channels=32", "model.official_unet.num_res_blocks=1",
+    "model.official_unet.num_heads=1", "model.official_unet.context_dim=32",
+    "model.patch_sizes=(1, 2, 4)", "model.patch_probs=(0.5, 0.3, 0.2)", "model.sigma_p=1.0",
+]  # fmt: skip
+
+
+def _sets(items):
+    return [a for item in items for a in ("--set", item)]
+
+
+@pytest.mark.parametrize(("data", "category"), [("mvtec", "bottle"), ("visa", "candle")])
+def test_diffusionad_official_profile_trains_from_the_command_line(
+    tmp_path, layouts, data, category
+):
+    run = tmp_path / "run"
+    textures = layouts["mvtec"] / "carpet" / "train" / "good"  # any folder of images
+    args = ["train", "--method", "diffusionad", "--profile", "official", "--data", data]
+    args += ["--root", str(layouts[data]), "--category", category, "--out", str(run)]
+    args += ["--steps", "2", "--batch-size", "4", "--texture-dir", str(textures)]
+    assert cli.main(args + _sets(SMALL_DIFFUSIONAD)) == 0
+    cfg = json.loads((run / "run.json").read_text())
+    model = cfg["model"]
+    assert (model["norm_guided"], model["unit_range"], model["anomaly_prob"]) == (True, True, 0.5)
+    assert (model["segmenter_lr"], model["segmenter_cosine"]) == (1e-05, 10)
+    assert model["denoiser"]["time_conditioning"] == "additive" and model["denoiser"]["zero_init"]
+    assert cli.main(["evaluate", str(run)]) == 0
+    assert json.loads((run / "eval_info.json").read_text())["pixel_aupro_official_grid"][
+        "code"
+    ] == ("diffusionad")
+
+
+@pytest.mark.parametrize("data", ["mvtec", "visa"])
+def test_decodiff_official_profile_trains_from_the_command_line(tmp_path, layouts, data):
+    run = tmp_path / "run"
+    args = ["train", "--method", "decodiff", "--profile", "official", "--data", data]
+    args += ["--root", str(layouts[data]), "--category", "all", "--out", str(run)]
+    args += ["--steps", "2", "--batch-size", "4", "--vae", str(layouts["vae"])]
+    assert cli.main(args + _sets(SMALL_DECODIFF)) == 0
+    cfg = json.loads((run / "run.json").read_text())
+    model, train = cfg["model"], cfg["train"]
+    assert (model["translate_draw"], model["shuffle"], model["spacing"]) == (
+        "constant", "official", "official"
+    )  # fmt: skip
+    assert model["rotate_180"] == (data == "visa") and train["grad_accum"] == 2
+    assert (train["optimizer"], train["weight_decay"], train["cosine_span"]) == ("adamw", 1e-4, 1.5)
+    # --steps replaces the per-epoch schedule with a per-step one (no epochs to count)
+    assert (train["steps"], train["epochs"], train["lr_per"]) == (2, None, "step")
+    assert cli.main(["evaluate", str(run)]) == 0
+    grid = json.loads((run / "eval_info.json").read_text())["pixel_aupro_official_grid"]
+    assert grid["code"] == "decodiff" and grid["thresholds"] == 200
