@@ -604,3 +604,43 @@ def test_official_profile_is_the_codes_arguments():
     assert not cfg.detach_x0_hat and cfg.segmenter.decoder == "draem"
     paper = METHOD.profiles["paper"]
     assert paper.denoiser.num_heads == 4 and not paper.norm_guided and paper.anomaly_prob is None
+
+
+def test_official_ground_truth_keeps_only_fully_covered_pixels(tmp_path):
+    """The official loader: cv2.resize (bilinear, half-pixel centres, no antialiasing) of the
+    0/255 mask, / 255, cast to int. Brute force over every output pixel: a defect only where
+    all four interpolated source pixels are (a one-pixel-wide scratch vanishes)."""
+    import numpy as np
+    from PIL import Image
+
+    from n2n_core.data.samples import Sample
+    from n2n_core.methods.diffusionad import METHOD
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((75, 90), bool)
+    mask[10:40, 20:70] = True
+    mask[50, 5:85] = True  # a scratch one source pixel wide
+    mask |= rng.random(mask.shape) < 0.02
+    Image.fromarray(np.zeros((75, 90, 3), np.uint8)).save(tmp_path / "x.png")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "m.png")
+    s = Sample(tmp_path / "x.png", tmp_path / "m.png", 1, "d", "c", "test")
+    cfg = replace(METHOD.profiles["official"], image_size=32)
+    got = METHOD.dataset(cfg, [s])[0]["mask"][0].numpy() > 0.5
+    want = np.zeros((32, 32), bool)
+    for i in range(32):
+        for j in range(32):
+            y = min(max((i + 0.5) * 75 / 32 - 0.5, 0), 74)
+            x = min(max((j + 0.5) * 90 / 32 - 0.5, 0), 89)
+            y0, x0 = int(y), int(x)
+            y1, x1 = min(y0 + 1, 74), min(x0 + 1, 89)
+            wy, wx = y - y0, x - x0
+            v = (
+                mask[y0, x0] * (1 - wy) * (1 - wx) + mask[y0, x1] * (1 - wy) * wx
+                + mask[y1, x0] * wy * (1 - wx) + mask[y1, x1] * wy * wx
+            )  # fmt: skip
+            want[i, j] = v >= 1 - 1e-9
+    assert (got == want).all() and want.sum() > 0
+    nearest = METHOD.dataset(replace(cfg, ground_truth="nearest"), [s])[0]["mask"][0] > 0.5
+    assert want.sum() < int(nearest.sum())  # thinner than nearest neighbour
+    with pytest.raises(ValueError, match="ground_truth must be one of"):
+        replace(cfg, ground_truth="area")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from n2n_core.data.samples import DatasetError, Sample
@@ -152,6 +153,19 @@ def _resize_crop(a: np.ndarray, load_size: int, size: int) -> np.ndarray:
     return out[top : top + size, top : top + size]
 
 
+MASK_RULES = ("nearest", "bilinear_full")
+
+
+def bilinear_full(mask: np.ndarray, size: int) -> torch.Tensor:
+    """The official DiffusionAD ground truth: the 0/255 mask resized bilinearly (half-pixel
+    centres, no antialiasing, as ``cv2.resize``'s default), divided by 255 and cast to int —
+    a pixel is a defect only where every source pixel it interpolates is one, so masks thin
+    (and defects narrower than a source step vanish). (size, size) bool."""
+    m = torch.from_numpy(mask.astype(np.float64))[None, None]
+    out = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)
+    return out[0, 0] >= 1 - 1e-9
+
+
 class AnomalyDataset(torch.utils.data.Dataset):
     """Samples → dicts with ``image`` (3, S, S) float32 in ``value_range``, ``mask`` (1, S, S)
     float32 in {0, 1} (zeros for normal images), ``label``, ``index`` and ``path``.
@@ -167,6 +181,7 @@ class AnomalyDataset(torch.utils.data.Dataset):
         value_range: tuple[float, float] = (-1.0, 1.0),
         foreground: Sequence[np.ndarray | None] | None = None,
         load_size: int | None = None,
+        mask_rule: str = "nearest",
     ) -> None:
         if not samples:
             raise DatasetError("no samples: the split is empty")
@@ -177,18 +192,23 @@ class AnomalyDataset(torch.utils.data.Dataset):
             raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
         if foreground is not None and len(foreground) != len(samples):
             raise ValueError(f"foreground has {len(foreground)} masks for {len(samples)} samples")
+        if mask_rule not in MASK_RULES:
+            raise ValueError(f"mask_rule must be one of {MASK_RULES}, got {mask_rule!r}")
         if load_size is not None and load_size < image_size:
             raise ValueError(f"load_size {load_size} must be at least image_size {image_size}")
         self.samples, self.image_size, self.value_range = list(samples), image_size, value_range
-        self.foreground, self.load_size = foreground, load_size
+        self.foreground, self.load_size, self.mask_rule = foreground, load_size, mask_rule
 
     def _fit(self, a: np.ndarray, nearest: bool) -> np.ndarray:
         if self.load_size is not None:
             return _resize_crop(a, self.load_size, self.image_size)
         return _resize(a, self.image_size, nearest)
 
-    def _fit_mask(self, values: np.ndarray) -> torch.Tensor:
-        """(1, S, S) float {0, 1}: the mask's values (or a bool mask) resized, then > 0."""
+    def _fit_mask(self, values: np.ndarray, rule: str = "nearest") -> torch.Tensor:
+        """(1, S, S) float {0, 1}: the mask's values (or a bool mask) resized, then > 0; with
+        ``rule="bilinear_full"`` only the pixels that bilinear interpolation keeps full."""
+        if rule == "bilinear_full" and self.load_size is None:
+            return bilinear_full(values > 0, self.image_size)[None].float()
         return torch.from_numpy(self._fit(values, nearest=True) > 0)[None].float()
 
     def __len__(self) -> int:
@@ -201,7 +221,7 @@ class AnomalyDataset(torch.utils.data.Dataset):
         x = torch.from_numpy(self._fit(img, nearest=False).copy())
         item: dict[str, object] = {
             "image": x.permute(2, 0, 1).float().mul_((hi - lo) / 255.0).add_(lo),
-            "mask": self._fit_mask(mask),
+            "mask": self._fit_mask(mask, self.mask_rule),
             "label": s.label,
             "index": index,
             "path": str(s.image),

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from n2n_core.config import DataSpec, TrainConfig
+from n2n_core.data.dataset import MASK_RULES, AnomalyDataset
 from n2n_core.data.training import training_images
 from n2n_core.methods.base import Feed, Method, ParamGroup, Prediction
 from n2n_core.models import DenoiserConfig, SegmentationNet, SegmenterConfig, make_denoiser
@@ -91,6 +92,9 @@ class DiffusionADConfig:
     anomaly_prob: float | None = None
     segmenter_lr: float | None = None
     segmenter_cosine: int | None = None
+    # the test ground truth: masks resized by nearest neighbour, or as the official code
+    # ("bilinear_full": bilinear, then only fully covered pixels; data.dataset.bilinear_full)
+    ground_truth: str = "nearest"
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)  # §3.3's anomalies
 
     @property
@@ -109,6 +113,8 @@ class DiffusionADConfig:
             raise ValueError(
                 f"noise_loss must be 'auto', 'all' or 'normal', got {self.noise_loss!r}"
             )
+        if self.ground_truth not in MASK_RULES:
+            raise ValueError(f"ground_truth must be one of {MASK_RULES}, got {self.ground_truth!r}")
         if self.anomaly_prob is not None and not 0 <= self.anomaly_prob <= 1:
             raise ValueError(f"anomaly_prob must be in [0, 1] or None, got {self.anomaly_prob}")
         if self.segmenter_cosine is not None and self.segmenter_cosine < 1:
@@ -149,6 +155,7 @@ PROFILES = {
         anomaly_prob=0.5,
         segmenter_lr=1e-5,
         segmenter_cosine=10,
+        ground_truth="bilinear_full",
     ),
     # CPU minutes: 64 px, a small UNet and segmenter; top-K scaled with the image area (50 of
     # 256² ≈ 3 of 64²; 4 keeps it a small blob). Two departures from Alg. 1: t ≤ 300 (as the
@@ -427,6 +434,9 @@ class DiffusionADMethod(Method):
                 "a folder of texture images (the smoke profile uses procedural textures)"
             )
         return replace(tcfg, texture_dir=str(folder.resolve()))
+
+    def dataset(self, cfg: DiffusionADConfig, samples: list) -> AnomalyDataset:
+        return AnomalyDataset(samples, cfg.image_size, (-1.0, 1.0), mask_rule=cfg.ground_truth)
 
     def param_groups(
         self, model: DiffusionAD, cfg: DiffusionADConfig, tcfg: TrainConfig
