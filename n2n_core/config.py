@@ -72,6 +72,9 @@ class TrainConfig:
     lr_per: str = "step"  # "step" | "epoch"
     warmup_epochs: int = 0
     cosine_span: float = 1.0  # the cosine spans this × the training (official DeCo-Diff: 1.5)
+    # every N epochs, score the model on the TEST split and keep the best (the official
+    # DiffusionAD code's choice: optimistic, and labelled so in train_info.json and reports)
+    select_on_test_every: int | None = None
     seed: int = 0
     checkpoint_every: int = 250
     log_every: int = 10
@@ -94,6 +97,8 @@ class TrainConfig:
             positive["epochs"] = self.epochs
         else:
             positive["steps"] = self.steps
+        if self.select_on_test_every is not None:
+            positive["select_on_test_every"] = self.select_on_test_every
         for name, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"train.{name} must be a positive integer, got {value!r}")

@@ -347,7 +347,24 @@ def _write_ablation_report(
     atomic_write_csv(
         out / "report.csv", ["table", "row", "metric", "ours", "paper", "delta"], csv_rows
     )
-    atomic_write_text(out / "report.md", "\n".join(lines + _environment_note(out)) + "\n")
+    notes = _selection_note(out) + _environment_note(out)
+    atomic_write_text(out / "report.md", "\n".join(lines + notes) + "\n")
+
+
+def _selection_note(out: Path) -> list[str]:
+    """A warning when any run's checkpoint was chosen on the test set (optimistic numbers)."""
+    chosen = [
+        p.parent.name for p in sorted(out.rglob("train_info.json"))
+        if "selected_checkpoint" in json.loads(p.read_text())
+    ]  # fmt: skip
+    if not chosen:
+        return []
+    return [
+        "",
+        f"**Optimistic:** the checkpoint of {len(chosen)} run(s) ({', '.join(chosen[:5])}) was "
+        "chosen on the test set (`train.select_on_test_every`, the official code's choice): "
+        "the test set picked the model it scores.",
+    ]
 
 
 def _environment_note(out: Path) -> list[str]:

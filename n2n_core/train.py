@@ -35,6 +35,7 @@ from n2n_core.methods import load_run
 from n2n_core.methods.base import ParamGroup
 from n2n_core.progress import progress
 from n2n_core.run_folder import RunFolder, record
+from n2n_core.selection import SelectionOnTest, scorer_on_test
 
 __all__ = [
     "DataSpec",
@@ -162,11 +163,13 @@ def _logged(line: str, step: int) -> bool:
         return False
 
 
+def _updates_per_epoch(tcfg: TrainConfig, feed: Any) -> int:
+    return math.ceil(len(feed) / (tcfg.batch_size * tcfg.grad_accum))
+
+
 def _steps_per_epoch(tcfg: TrainConfig, feed: Any) -> int:
     """Optimiser updates per epoch with ``lr_per="epoch"`` (else 1: the schedule counts steps)."""
-    if tcfg.lr_per != "epoch":
-        return 1
-    return math.ceil(len(feed) / (tcfg.batch_size * tcfg.grad_accum))
+    return _updates_per_epoch(tcfg, feed) if tcfg.lr_per == "epoch" else 1
 
 
 def _total_steps(tcfg: TrainConfig, feed: Any) -> int:
@@ -220,7 +223,7 @@ def _prepare(
 def _loop(
     model: torch.nn.Module, feed: Any, tcfg: TrainConfig, gen: torch.Generator, folder: Path,
     ckpt: Path, accelerator: Any, resume: bool, stop_after: int | None, desc: str,
-    groups: list[ParamGroup] | None = None,
+    groups: list[ParamGroup] | None = None, select: SelectionOnTest | None = None,
 ) -> tuple[torch.nn.Module, dict, float]:  # fmt: skip
     """Train ``model`` on ``feed``: logs to ``folder``/train_log.jsonl, checkpoints to ``ckpt``
     (resumed from there if ``resume`` and it exists). Returns the unwrapped model, the summary
@@ -249,6 +252,8 @@ def _loop(
             if state["step"] % tcfg.log_every == 0 or state["step"] == steps:
                 log.write(state["step"], last)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()})
+            if select is not None:
+                select.after(state["step"], accelerator.unwrap_model(model), state, accelerator)
             signalled = _requested(request, accelerator)
             stopping = signalled or (stop_after is not None and state["step"] >= stop_after)
             if state["step"] % tcfg.checkpoint_every == 0 or state["step"] == steps or stopping:
@@ -266,13 +271,20 @@ def _loop(
                 break
     bar.close()
     seconds = time.perf_counter() - start
+    summary = _summary(state, steps, seconds, last, accelerator)
+    accelerator.wait_for_everyone()
+    return accelerator.unwrap_model(model), summary, before + seconds
+
+
+def _summary(state: dict, steps: int, seconds: float, last: dict, accelerator: Any) -> dict:
     summary = {"steps": state["step"], "seconds": seconds, "last": last}
     summary |= {"finished": state["step"] >= steps, "processes": accelerator.num_processes}
+    if "best" in state:  # selected on the test set
+        summary["selected_checkpoint"] = {"on": "test set", "optimistic": True, **state["best"]}
     if torch.cuda.is_available():
         summary["device"] = torch.cuda.get_device_name()
         summary["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    accelerator.wait_for_everyone()
-    return accelerator.unwrap_model(model), summary, before + seconds
+    return summary
 
 
 def _requested(request: _StopRequest, accelerator: Any) -> bool:
@@ -398,6 +410,18 @@ def train(
                           stop_after, until)  # fmt: skip
 
 
+def _selection(
+    method: Any, cfg: Any, tcfg: TrainConfig, data: DataSpec, feed: Any, run: RunFolder,
+    accelerator: Any,
+) -> SelectionOnTest | None:  # fmt: skip
+    """The official DiffusionAD checkpoint choice, when ``select_on_test_every`` asks for it."""
+    if tcfg.select_on_test_every is None:
+        return None
+    every = tcfg.select_on_test_every * _updates_per_epoch(tcfg, feed)
+    score = scorer_on_test(method, cfg, data, accelerator.device)
+    return SelectionOnTest(score, every, run.checkpoint().with_name("best") / "model.safetensors")
+
+
 def _train_run(
     run: RunFolder, method: Any, model_cfg: Any, train_cfg: TrainConfig, data: DataSpec,
     accelerator: Any, resume: bool, stop_after: int | None, until: str | None,
@@ -421,11 +445,16 @@ def _train_run(
     if method.kind == "fitted":
         return _fit(run, model, feed, gen, accelerator)
     desc = f"{method.name} {data.category}"
+    select = _selection(method, model_cfg, train_cfg, data, feed, run, accelerator)
     model, summary, total = _loop(
         model, feed, train_cfg, gen, run.path, run.checkpoint(), accelerator, resume,
-        stop_after, desc, method.param_groups(model, model_cfg, train_cfg),
+        stop_after, desc, method.param_groups(model, model_cfg, train_cfg), select,
     )  # fmt: skip
     if summary.pop("finished") and accelerator.is_main_process:
+        if "selected_checkpoint" in summary:  # the test set's choice replaces the last weights
+            from safetensors.torch import load_file
+
+            model.load_state_dict(load_file(select.path))
         run.save_weights(model)
         run.write_info(summary, total, summary["steps"])
     accelerator.wait_for_everyone()

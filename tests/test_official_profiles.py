@@ -81,3 +81,51 @@ def test_decodiff_official_profile_trains_from_the_command_line(tmp_path, layout
     assert cli.main(["evaluate", str(run)]) == 0
     grid = json.loads((run / "eval_info.json").read_text())["pixel_aupro_official_grid"]
     assert grid["code"] == "decodiff" and grid["thresholds"] == 200
+
+
+def test_selection_on_the_test_set_follows_the_official_rule(tmp_path):
+    """train.py of the official code: keep the model when image + pixel AUROC is at least the
+    best sum so far and image AUROC is at least the best too."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import load_file
+
+    from n2n_core.selection import SelectionOnTest
+
+    scores = iter([(0.6, 0.7), (0.5, 0.9), (0.7, 0.6), (0.7, 0.65), (0.9, 0.1)])
+    sel = SelectionOnTest(lambda m: next(scores), every=3, path=tmp_path / "best" / "w.st")
+    acc = SimpleNamespace(is_main_process=True, wait_for_everyone=lambda: None)
+    model, state, kept = torch.nn.Linear(2, 1), {}, []
+    for step in range(1, 16):
+        with torch.no_grad():
+            model.weight.fill_(step)
+        sel.after(step, model, state, acc)
+        kept.append(state.get("best", {}).get("step"))
+    # scored at 3, 6, 9, 12, 15: kept at 3 (first), not 6 (image fell), 9 (1.3 ≥ 1.3),
+    # 12 (1.35), not 15 (the sum fell)
+    assert kept[2::3] == [3, 3, 9, 12, 12]
+    assert float(load_file(tmp_path / "best" / "w.st")["weight"][0, 0]) == 12
+    assert state["best"] == {"step": 12, "image_auroc": 0.7, "pixel_auroc": 0.65}
+
+
+def test_a_run_selected_on_the_test_set_says_so(tmp_path, layouts):
+    """With train.select_on_test_every the run keeps the selected weights, train_info.json
+    labels them optimistic, and a report says so."""
+    from n2n_core.reproduce import _selection_note
+
+    run = tmp_path / "run"
+    textures = layouts["mvtec"] / "carpet" / "train" / "good"
+    args = ["train", "--method", "diffusionad", "--profile", "official", "--data", "mvtec"]
+    args += ["--root", str(layouts["mvtec"]), "--category", "bottle", "--out", str(run)]
+    args += ["--steps", "2", "--batch-size", "4", "--texture-dir", str(textures)]
+    sets = [*SMALL_DIFFUSIONAD, "train.select_on_test_every=1"]  # 1 epoch: 1 update here
+    assert cli.main(args + _sets(sets)) == 0
+    info = json.loads((run / "train_info.json").read_text())
+    chosen = info["selected_checkpoint"]
+    assert chosen["on"] == "test set" and chosen["optimistic"] and chosen["step"] in (1, 2)
+    from safetensors.torch import load_file
+
+    best = load_file(run / "checkpoints" / "best" / "model.safetensors")
+    final = load_file(run / "model.safetensors")
+    assert all(torch.equal(best[k], final[k]) for k in final)
+    assert "Optimistic" in "\n".join(_selection_note(tmp_path))
