@@ -72,11 +72,12 @@ def perlin_noise(h: int, w: int, res: tuple[int, int], g: torch.Generator) -> Te
 
 
 def _rotate(x: Tensor, degrees: float) -> Tensor:
-    """Rotate an (h, w) map about its centre, zeros outside."""
+    """Rotate an (h, w) map or a (c, h, w) image about its centre (bilinear), zeros outside."""
     a = math.radians(degrees)
     theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]])
-    grid = Fn.affine_grid(theta[None], [1, 1, *x.shape], align_corners=False)
-    return Fn.grid_sample(x[None, None], grid, align_corners=False)[0, 0]
+    img = x.reshape(1, -1, *x.shape[-2:])
+    grid = Fn.affine_grid(theta[None], list(img.shape), align_corners=False)
+    return Fn.grid_sample(img, grid, align_corners=False).reshape(x.shape)
 
 
 # -------------------------------------------------------------------- self-augmentation
@@ -100,11 +101,16 @@ def equalize(x: Tensor, g: torch.Generator) -> Tensor:
     return lut.gather(1, q).reshape(c, h, w).float() / 255
 
 
-def sharpness(x: Tensor, g: torch.Generator) -> Tensor:
-    """Unsharp enhancement against PIL's smoothing kernel, factor in [1.5, 3]."""
+def sharpen(x: Tensor, factor: float) -> Tensor:
+    """PIL's ``ImageEnhance.Sharpness``: blend with its smoothing kernel by ``factor``."""
     k = torch.tensor([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]]) / 13
     blur = Fn.conv2d(Fn.pad(x[:, None], (1, 1, 1, 1), mode="replicate"), k[None, None])[:, 0]
-    return (blur + _uniform(g, 1.5, 3.0) * (x - blur)).clamp(0, 1)
+    return (blur + factor * (x - blur)).clamp(0, 1)
+
+
+def sharpness(x: Tensor, g: torch.Generator) -> Tensor:
+    """Unsharp enhancement, factor in [1.5, 3]."""
+    return sharpen(x, _uniform(g, 1.5, 3.0))
 
 
 def autocontrast(x: Tensor, g: torch.Generator) -> Tensor:
@@ -119,10 +125,15 @@ def solarize(x: Tensor, g: torch.Generator) -> Tensor:
     return torch.where(x >= th, 1 - x, x)
 
 
+def keep_bits(x: Tensor, bits: int) -> Tensor:
+    """The ``bits`` most significant of each 8-bit level."""
+    step = 2 ** (8 - bits)
+    return (torch.div(_to_levels(x), step, rounding_mode="floor") * step).float() / 255
+
+
 def posterize(x: Tensor, g: torch.Generator) -> Tensor:
     """Keep 2-4 of 8 bits."""
-    step = 2 ** (8 - _randint(g, 2, 5))
-    return (torch.div(_to_levels(x), step, rounding_mode="floor") * step).float() / 255
+    return keep_bits(x, _randint(g, 2, 5))
 
 
 def invert(x: Tensor, g: torch.Generator) -> Tensor:
@@ -245,6 +256,12 @@ class SynthesisConfig:
     p_texture: float = 0.5  # objects: texture source vs self-augmentation
     n_augment: int = 2
     grid: int = 8
+    # the official code's appearances (official_augment): its ten imgaug operations
+    # ("official", with n_augment=3) instead of DRAEM's seven ("n2n"), also applied to the
+    # textures (augment_textures), and the image rearranged in strips instead of tiles
+    augmenter: str = "n2n"
+    augment_textures: bool = False
+    rearrange: str = "tiles"  # "tiles" (grid × grid) | "strips" (official_augment.strip_shuffle)
     texture_region: tuple[float, float] = (0.5, 1.0)  # textures: sides of the random part
     max_tries: int = 50
 
@@ -263,6 +280,23 @@ class Synthesis:
     source: str  # "self-augmentation: <op>+<op>" or "texture"
 
 
+def _operations(cfg: SynthesisConfig) -> dict:
+    if cfg.augmenter == "official":
+        from n2n_core.official_augment import OFFICIAL_AUGMENTATIONS
+
+        return OFFICIAL_AUGMENTATIONS
+    return AUGMENTATIONS
+
+
+def _augment(x: Tensor, ops: dict, n: int, g: torch.Generator) -> tuple[Tensor, list[str]]:
+    """``n`` distinct operations of ``ops`` drawn at random, applied in the drawn order."""
+    names = list(ops)
+    picks = [names[i] for i in torch.randperm(len(names), generator=g)[:n]]
+    for name in picks:
+        x = ops[name](x, g)
+    return x, picks
+
+
 class AnomalySynthesizer:
     """Normal image (+ foreground) → synthetic anomalous image and mask (DiffusionAD §3.3)."""
 
@@ -277,9 +311,17 @@ class AnomalySynthesizer:
         b0, b1 = config.beta
         if not 0 <= b0 <= b1 <= 1:
             raise ValueError(f"beta must be a range within [0, 1], got {config.beta}")
-        if not 1 <= config.n_augment <= len(AUGMENTATIONS):
+        if config.augmenter not in ("n2n", "official") or config.rearrange not in (
+            "tiles",
+            "strips",
+        ):
             raise ValueError(
-                f"n_augment must be in 1..{len(AUGMENTATIONS)}, got {config.n_augment}"
+                f"augmenter must be 'n2n' or 'official' and rearrange 'tiles' or 'strips', got "
+                f"{config.augmenter!r}, {config.rearrange!r}"
+            )
+        if not 1 <= config.n_augment <= len(_operations(config)):
+            raise ValueError(
+                f"n_augment must be in 1..{len(_operations(config))}, got {config.n_augment}"
             )
         self.config = config
         self.textures = textures if textures is not None else TextureSource()
@@ -323,14 +365,21 @@ class AnomalySynthesizer:
         """A and where it came from. Textures always use the texture source (as the official
         code); objects use it with probability ``p_texture``, else self-augmentation."""
         _, h, w = normal.shape
-        if texture_category or float(torch.rand((), generator=g)) < self.config.p_texture:
-            return self.textures.sample(h, w, g), "texture"
-        names = list(AUGMENTATIONS)
-        picks = [names[i] for i in torch.randperm(len(names), generator=g)[: self.config.n_augment]]
-        a = normal
-        for name in picks:
-            a = AUGMENTATIONS[name](a, g)
-        return grid_shuffle(a, g, self.config.grid), "self-augmentation: " + "+".join(picks)
+        cfg, ops = self.config, _operations(self.config)
+        if texture_category or float(torch.rand((), generator=g)) < cfg.p_texture:
+            texture = self.textures.sample(h, w, g)
+            if not cfg.augment_textures:
+                return texture, "texture"
+            texture, picks = _augment(texture, ops, cfg.n_augment, g)
+            return texture, "texture: " + "+".join(picks)
+        a, picks = _augment(normal, ops, cfg.n_augment, g)
+        if cfg.rearrange == "strips":
+            from n2n_core.official_augment import strip_shuffle
+
+            a = strip_shuffle(a, g, cfg.grid)
+        else:
+            a = grid_shuffle(a, g, cfg.grid)
+        return a, "self-augmentation: " + "+".join(picks)
 
     def synthesize(
         self,

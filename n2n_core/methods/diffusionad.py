@@ -156,6 +156,9 @@ PROFILES = {
         segmenter_lr=1e-5,
         segmenter_cosine=10,
         ground_truth="bilinear_full",
+        synthesis=SynthesisConfig(
+            augmenter="official", n_augment=3, augment_textures=True, rearrange="strips"
+        ),
     ),
     # CPU minutes: 64 px, a small UNet and segmenter; top-K scaled with the image area (50 of
     # 256² ≈ 3 of 64²; 4 keeps it a small blob). Two departures from Alg. 1: t ≤ 300 (as the
