@@ -129,21 +129,20 @@ class DeCoDiffConfig:
     sigma_p: float = 3.0  # image pixels (at 256²)
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.pixel_reference not in ("input", "reconstruction"):
-            raise ValueError(
-                f"pixel_reference must be 'input' or 'reconstruction', got {self.pixel_reference!r}"
-            )
-        if self.anomaly_map not in MAP_KINDS:
-            raise ValueError(f"anomaly_map must be one of {MAP_KINDS}, got {self.anomaly_map!r}")
+        choices = {
+            "strategy": STRATEGIES, "pixel_reference": ("input", "reconstruction"),
+            "anomaly_map": MAP_KINDS, "network": ("n2n", "official"), "shuffle": SHUFFLES,
+            "translate_draw": ("uniform", "constant"), "holdout": HOLDOUTS,
+            "boundary": BOUNDARIES,
+        }  # fmt: skip
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.image_size % self.vae.factor:
             raise ValueError(
                 f"image_size {self.image_size} must be a multiple of the VAE's factor "
                 f"{self.vae.factor}"
             )
-        if self.network not in ("n2n", "official"):
-            raise ValueError(f"network must be 'n2n' or 'official', got {self.network!r}")
         if self.patch_probs and (
             len(self.patch_probs) != len(self.patch_sizes)
             or min(self.patch_probs) < 0
@@ -153,22 +152,12 @@ class DeCoDiffConfig:
                 f"patch_probs {self.patch_probs} must be one probability per patch size "
                 f"{self.patch_sizes}, summing to 1"
             )
-        if self.shuffle not in SHUFFLES:
-            raise ValueError(f"shuffle must be one of {SHUFFLES}, got {self.shuffle!r}")
-        if self.translate_draw not in ("uniform", "constant"):
-            raise ValueError(
-                f"translate_draw must be 'uniform' or 'constant', got {self.translate_draw!r}"
-            )
-        if self.holdout not in HOLDOUTS:
-            raise ValueError(f"holdout must be one of {HOLDOUTS}, got {self.holdout!r}")
         margin = ((self.load_size or self.image_size) - self.image_size) // 2
         if not 0 <= self.translate <= margin:
             raise ValueError(
                 f"translate {self.translate} must be between 0 and the crop margin {margin} "
                 f"(load_size {self.load_size}, image_size {self.image_size})"
             )
-        if self.boundary not in BOUNDARIES:
-            raise ValueError(f"boundary must be one of {BOUNDARIES}, got {self.boundary!r}")
         # validates T, reverse_steps, start_t and spacing
         correction_timesteps(self.T, self.reverse_steps, self.start_t, self.spacing)
 
@@ -201,42 +190,31 @@ class DeCoDiffConfig:
         return replace(self, unet=self.unet_config, official_unet=official)
 
 
-_OFFICIAL = DeCoDiffConfig(
-    network="official",
-    patch_sizes=(1, 2, 4, 8, 16),
-    patch_probs=(0.3, 0.25, 0.2, 0.15, 0.1),
-    shuffle="official",
-    translate=4,
-    translate_draw="constant",
-    holdout="official",
-    spacing="official",
-    boundary="official",
-    pixel_reference="reconstruction",
-    load_size=288,
-)
+# the text (§4-5.1), which the defaults follow: the official network (UNet_L, 395.0 M; the
+# paper names LDM's UNet), patch sizes {1, 2, 4, 8} drawn uniformly, images at 256 px, x0 of
+# Eq. 15 the input
+_PAPER = DeCoDiffConfig(network="official")
 PROFILES = {
-    # the text (§4-5.1): the official network (UNet_L, 395.0 M; the paper names LDM's UNet),
-    # patch sizes {1, 2, 4, 8} drawn uniformly, images at 256 px, x0 of Eq. 15 the input
-    "paper": replace(
-        _OFFICIAL,
-        patch_sizes=(1, 2, 4, 8),
-        patch_probs=(),
-        shuffle="n2n",
-        translate=0,
-        translate_draw="uniform",
-        holdout="none",
-        spacing="n2n",
-        boundary="n2n",
-        pixel_reference="input",
-        load_size=None,
-    ),
+    "paper": _PAPER,
     # the official code (github.com/farzad-bz/DeCo-Diff, train_DeCo_Diff.py and the loaders).
     # Training: latent patches of 1-16 with p = .3/.25/.2/.15/.1, patches shuffled across the
     # batch, +4 px shifts (and 180° rotations on VisA: dataset_model), the official
     # validation images held out. Inference: correction at t = 9, 7, 5, 3, 1, the pixel term
     # against the VAE reconstruction, the official map borders. Images resized to 288, the
     # centre 256 cropped.
-    "official": _OFFICIAL,
+    "official": replace(
+        _PAPER,
+        patch_sizes=(1, 2, 4, 8, 16),
+        patch_probs=(0.3, 0.25, 0.2, 0.15, 0.1),
+        shuffle="official",
+        translate=4,
+        translate_draw="constant",
+        holdout="official",
+        spacing="official",
+        boundary="official",
+        pixel_reference="reconstruction",
+        load_size=288,
+    ),
     # CPU minutes: 64 px, a small KL-f4 autoencoder trained on the data (16²×4 latents), a
     # tiny instance of the official network (base 32, one block per level); the map blur
     # scaled with the resolution. ``network="n2n"`` selects the small UNet2DModel below. The
