@@ -187,8 +187,11 @@ def test_book_page_shows_its_figures_and_typesets_correctly(browser, tmp_path):
 
     index = build_book(tmp_path / "book")
     browser.get(index.as_uri())
-    links = browser.find_elements(By.CSS_SELECTOR, "h3 a")  # the learning path, in order
-    assert len(links) == len(list((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")))
+    lessons = len(list((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")))
+    # the learning path, in order (waited for: a loaded page may not be laid out yet)
+    find = lambda: browser.find_elements(By.CSS_SELECTOR, "h3 a")  # noqa: E731
+    links = _wait(lambda: len(find()) == lessons and find(), 60, "the learning path's links")
+    assert len(links) == lessons
     next(a for a in links if a.text.startswith("09")).click()
     _wait(lambda: browser.execute_script("return document.readyState") == "complete", 60, "09")
     sizes = browser.execute_script(  # the notebook's own figures (not the online Colab badge)
