@@ -26,11 +26,15 @@ def scorer_on_test(
     from n2n_core.evaluate import predict_dataset
     from n2n_core.metrics import binary_metrics
 
+    tests = [  # built once: every selection scores the same test split
+        (method.dataset(cfg, load_samples(data.source, data.root, cat, "test")),
+         method.class_index(cfg, cat))
+        for cat in categories_of(data)
+    ]  # fmt: skip
+
     def score(model: nn.Module) -> tuple[float, float]:
         image, pixel = [], []
-        for cat in categories_of(data):
-            ds = method.dataset(cfg, load_samples(data.source, data.root, cat, "test"))
-            index = method.class_index(cfg, cat)
+        for ds, index in tests:
             pred, masks, labels = predict_dataset(method, model, ds, index, 0, device)
             image.append(binary_metrics(pred.scores.numpy(), labels.numpy() > 0)["auroc"])
             pixel.append(
