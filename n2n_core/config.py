@@ -21,6 +21,9 @@ def to_dict(cfg: object) -> dict[str, Any]:
 def from_dict(cls: type[C], data: dict[str, Any]) -> C:
     if not isinstance(data, dict):
         raise ValueError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+    legacy = getattr(cls, "legacy", None)  # a config's reader of older run.json entries
+    if callable(legacy):
+        data = legacy(data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)

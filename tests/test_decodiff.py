@@ -380,7 +380,9 @@ def test_paper_profile_is_the_text_and_official_profile_the_code():
     )
     # the UNet's class count and latent size are derived from classes and the VAE's factor
     assert replace(paper, classes=("a", "b")).unet_config.num_classes == 2
-    assert paper.with_classes(["a", "b"]).unet.num_classes == 2
+    conditioned = paper.with_classes(["a", "b"])
+    assert conditioned.unet_config.num_classes == 2 and conditioned.official_config.ncls == 2
+    assert conditioned.unet.num_classes == 0 and conditioned.official_unet.ncls is None  # unset
 
 
 def test_official_training_regime_is_the_codes():
@@ -421,7 +423,7 @@ def test_smoke_profile_is_a_tiny_official_network():
     paper, _ = resolve("decodiff", "paper", "mvtec", list(OFFICIAL_CLASSES["mvtec"]))
     small = DeCoDiff(cfg).net
     assert cfg.network == paper.network == "official"
-    assert (cfg.official_unet.latent_size, cfg.official_unet.ncls) == (16, 4)
+    assert (cfg.official_config.latent_size, cfg.official_config.ncls) == (16, 4)
     assert 4.0e6 < count_parameters(small) < 4.3e6
     with torch.device("meta"):
         big = OfficialDoD(paper.official_config)

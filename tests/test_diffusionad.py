@@ -44,7 +44,9 @@ def mvtec(tmp_path_factory):
 
 # ------------------------------------------------------------------------------ models
 def test_paper_denoiser_configuration():
-    unet = make_denoiser(DenoiserConfig())
+    unet = make_denoiser(DenoiserConfig(image_size=256))
+    with pytest.raises(ValueError, match="image_size is None"):
+        make_denoiser(DenoiserConfig())
     types = [type(b).__name__ for b in unet.down_blocks]
     assert types == ["DownBlock2D"] * 3 + ["AttnDownBlock2D"] * 3  # attention at 32, 16, 8 px
     assert [b.resnets[0].out_channels for b in unet.down_blocks] == [128, 128, 256, 256, 512, 512]
@@ -507,7 +509,7 @@ def test_official_profile_networks_have_the_official_layers():
 
     cfg = METHOD.profiles["official"]
     torch.manual_seed(0)
-    net = make_denoiser(cfg.denoiser)
+    net = make_denoiser(replace(cfg.denoiser, image_size=cfg.image_size))
     official = [tuple(v) for v in OFFICIAL_NETS["unet"].values()]
     assert _shapes(net.state_dict()) == sorted(official)
     assert count_parameters(net) == 131_654_403
@@ -518,7 +520,7 @@ def test_official_profile_networks_have_the_official_layers():
     official_seg = sorted(tuple(v) for v in OFFICIAL_NETS["segmenter"].values())
     assert _shapes(seg.state_dict()) == official_seg
     # the paper profile: the text's 4 heads, scale-shift conditioning, no zeros
-    paper = make_denoiser(METHOD.profiles["paper"].denoiser)
+    paper = make_denoiser(replace(METHOD.profiles["paper"].denoiser, image_size=256))
     assert count_parameters(paper) > count_parameters(net)  # scale and shift: 2 × the emb
     assert all(p.any() for n, p in paper.named_parameters() if n.endswith("conv_out.weight"))
 

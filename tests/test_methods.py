@@ -158,16 +158,46 @@ def test_generic_modules_reach_methods_only_through_the_registry(name):
 
 
 # ------------------------------------------------------------------ one config resolver
-def test_derived_fields_follow_overrides_for_both_methods():
+def test_derived_sizes_follow_overrides_and_are_not_stored():
     cfg, _ = resolve("diffusionad", "smoke", "synthetic", ["cap"], {"model.image_size": 128})
-    assert cfg.denoiser.image_size == 128 and methods.get("diffusionad").build(cfg)
+    assert cfg.denoiser.image_size is None  # the config holds what was set
+    assert methods.get("diffusionad").build(cfg).denoiser.config.sample_size == 128
     cfg, _ = resolve("decodiff", "smoke", "synthetic", ["a", "b"], {"model": {"image_size": 128}})
-    assert (cfg.latent_size, cfg.unet.image_size, cfg.unet.num_classes) == (32, 32, 2)
+    assert (cfg.latent_size, cfg.unet_config.image_size, cfg.unet_config.num_classes) == (32, 32, 2)
+    assert (cfg.unet.image_size, cfg.unet.num_classes) == (None, 0)
     # a pretrained VAE (f = 8) at the smoke size: the latent size follows the VAE's factor
     cfg, _ = resolve("decodiff", "smoke", "mvtec", ["a"], {"model.vae.pretrained": "/some/vae"})
-    assert cfg.unet.image_size == 64 // 8 and cfg.classes == ()
+    assert cfg.unet_config.image_size == 64 // 8 and cfg.classes == ()
     assert methods.get("decodiff").build(cfg).net.unet.config.sample_size == 8
-    assert (cfg.official_unet.latent_size, cfg.official_unet.ncls) == (8, 1)
+    assert (cfg.official_config.latent_size, cfg.official_config.ncls) == (8, 1)
+    assert (cfg.official_unet.latent_size, cfg.official_unet.ncls) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("method", "key"),
+    [("diffusionad", "model.denoiser.image_size"), ("decodiff", "model.unet.image_size"),
+     ("decodiff", "model.official_unet.latent_size"), ("decodiff", "model.official_unet.ncls")],
+)  # fmt: skip
+def test_setting_a_derived_size_is_refused_with_its_source(method, key):
+    with pytest.raises(ValueError, match=rf"{key} follows from model.image_size"):
+        resolve(method, "smoke", "synthetic", ["cap"], {key: 16})
+
+
+def test_a_run_json_that_stored_the_derived_sizes_reads_as_the_same_settings():
+    """Older n2n stored the sizes it derived (denoiser.image_size; the DoD UNets' latent
+    size and class count); such a run.json reads back as the settings of today's resolve."""
+    from n2n_core.config import from_dict, to_dict
+
+    for method, cats, legacy in [
+        ("diffusionad", ["cap"], {"denoiser": {"image_size": 64}}),
+        ("decodiff", ["a", "b"], {"unet": {"image_size": 16, "num_classes": 2},
+                                  "official_unet": {"latent_size": 16, "ncls": 2}}),
+    ]:  # fmt: skip
+        cfg, _ = resolve(method, "smoke", "synthetic", cats)
+        old = to_dict(cfg)
+        for part, values in legacy.items():
+            old[part] = {**old[part], **values}
+        assert from_dict(type(cfg), old) == cfg
 
 
 def test_paper_epochs_per_dataset_and_steps_clear_epochs():

@@ -12,7 +12,6 @@ TINY_DIFFUSIONAD = replace(
     image_size=32,
     denoiser=replace(
         PROFILES["smoke"].denoiser,
-        image_size=32,
         channels=(8, 16),
         attention_resolutions=(),
         norm_num_groups=4,
@@ -27,7 +26,6 @@ TINY_DECODIFF = replace(
     vae=VAEConfig(channels=(8, 8, 8), norm_num_groups=4, steps=3, batch_size=4),
     unet=replace(
         decodiff.PROFILES["smoke"].unet,
-        image_size=8,
         channels=(8, 16),
         attention_resolutions=(4,),
         attention_head_dim=8,

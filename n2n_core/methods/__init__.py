@@ -214,9 +214,10 @@ def resolve(
 ) -> tuple[Any, TrainConfig]:
     """The model and training configs of ``method`` at ``profile`` for ``dataset``: the
     profile, the paper's per-dataset differences, the user's ``overrides`` (dotted
-    ``model.*`` / ``train.*`` keys), then the derived fields. Setting ``train.steps`` without
-    ``train.epochs`` trains exactly that many steps (epochs cleared; a schedule stepped per
-    epoch is then stepped per step, without its warm-up epochs)."""
+    ``model.*`` / ``train.*`` keys), then the categories (``Method.for_categories``).
+    Setting ``train.steps`` without ``train.epochs`` trains exactly that many steps (epochs
+    cleared; a schedule stepped per epoch is then stepped per step, without its warm-up
+    epochs)."""
     m = get(method)
     if profile not in m.profiles:
         raise ValueError(f"{method} has no profile {profile!r}; profiles: {sorted(m.profiles)}")
@@ -236,4 +237,4 @@ def resolve(
     cfg = set_fields(cfg, parts["model"], "model.")
     tcfg = set_fields(tcfg, parts["train"], "train.")
     explicit = set(parts["model"])
-    return m.finalize(cfg, list(categories), frozenset(explicit)), tcfg
+    return m.for_categories(cfg, list(categories), frozenset(explicit)), tcfg

@@ -105,7 +105,8 @@ class ParamGroup:
 
 class Method:
     """Base class of a method's description; subclasses set the class attributes and override
-    ``build``, ``feed`` and ``predict`` (``load``/``finalize`` where the defaults do not fit)."""
+    ``build``, ``feed`` and ``predict`` (``load``/``for_categories`` where the defaults do not
+    fit)."""
 
     name: ClassVar[str]
     description: ClassVar[str]  # one line, for reports
@@ -123,9 +124,11 @@ class Method:
     eval_batch_size: ClassVar[int] = 16
     repair_symbol: ClassVar[str] = "repair"  # the name figures give Prediction.extras["repair"]
 
-    def finalize(self, cfg: Any, categories: list[str], explicit: frozenset[str]) -> Any:
-        """The config with its derived fields computed (sizes, classes). ``explicit``: the
-        model fields the user set, which must not be overwritten."""
+    def for_categories(self, cfg: Any, categories: list[str], explicit: frozenset[str]) -> Any:
+        """The config of a run on these categories. A model conditioned on the category
+        records its vocabulary here (a setting: a loaded model maps names to ids without the
+        dataset); ``explicit``: the model fields the user set, which must not be overwritten.
+        Sizes that follow from other settings are not stored: the model computes them."""
         return cfg
 
     def build(self, cfg: Any) -> nn.Module:

@@ -83,9 +83,10 @@ class DeCoDiffConfig:
     image_size: int = 256
     load_size: int | None = None  # resize here, then centre crop image_size (official: 288)
     vae: VAEConfig = field(default_factory=lambda: VAEConfig(pretrained=SD_VAE))
+    # the DoD networks' sizes that follow from the rest (latent size, class count) are not
+    # stored: unet.image_size and num_classes, official_unet.latent_size and ncls stay unset
     unet: DenoiserConfig = field(
         default_factory=lambda: DenoiserConfig(
-            image_size=32,
             in_channels=4,
             channels=(256, 512, 1024),  # the official "L" model: base 256, mults 1, 2, 4
             attention_resolutions=(32, 16, 8),
@@ -96,9 +97,9 @@ class DeCoDiffConfig:
     )
     # "n2n": the UNet above (class embedding added to the time embedding); "official": the
     # official code's LDM UNet (models.ldm_unet; cross-attention to the class), which loads
-    # the released checkpoints; its latent size and class count are derived
+    # the released checkpoints
     network: str = "n2n"
-    official_unet: OfficialUNetConfig = field(default_factory=lambda: OFFICIAL_UNETS["UNet_L"])
+    official_unet: OfficialUNetConfig = field(default_factory=lambda: _unsized("UNet_L"))
     classes: tuple[str, ...] = ()  # conditioning categories (multi-class); empty: unconditional
     T: int = 10  # squared-cosine schedule (§5.1)
     mask_ratio_max: float = 0.7  # r_mask ~ U[0, 0.7]
@@ -158,6 +159,18 @@ class DeCoDiffConfig:
                 f"translate {self.translate} must be between 0 and the crop margin {margin} "
                 f"(load_size {self.load_size}, image_size {self.image_size})"
             )
+        derived = {
+            "unet.image_size": self.unet.image_size,
+            "unet.num_classes": self.unet.num_classes or None,
+            "official_unet.latent_size": self.official_unet.latent_size,
+            "official_unet.ncls": self.official_unet.ncls,
+        }  # fmt: skip
+        for name, value in derived.items():
+            if value is not None:
+                raise ValueError(
+                    f"model.{name} follows from model.image_size and model.classes; leave it "
+                    f"unset (got {value!r})"
+                )
         # validates T, reverse_steps, start_t and spacing
         correction_timesteps(self.T, self.reverse_steps, self.start_t, self.spacing)
 
@@ -182,12 +195,26 @@ class DeCoDiffConfig:
 
     def with_classes(self, classes: tuple[str, ...] | list[str]) -> DeCoDiffConfig:
         """The same config conditioned on these categories (empty: unconditional)."""
-        return replace(self, classes=tuple(classes)).derived()
+        return replace(self, classes=tuple(classes))
 
-    def derived(self) -> DeCoDiffConfig:
-        """The config with its stored derived fields (``unet``) brought in line."""
-        official = self.official_config if self.network == "official" else self.official_unet
-        return replace(self, unet=self.unet_config, official_unet=official)
+    @staticmethod
+    def legacy(data: dict[str, Any]) -> dict[str, Any]:
+        """A run.json model entry written before the derived sizes were dropped (they were
+        stored, always equal to what the properties above compute)."""
+        unset = {
+            "unet": {"image_size": None, "num_classes": 0},
+            "official_unet": {"latent_size": None, "ncls": None},
+        }
+        data = dict(data)
+        for part, values in unset.items():
+            if isinstance(data.get(part), dict):
+                data[part] = {**data[part], **values}
+        return data
+
+
+def _unsized(preset: str) -> OfficialUNetConfig:
+    """An official UNet preset without the sizes DeCoDiffConfig derives."""
+    return replace(OFFICIAL_UNETS[preset], latent_size=None, ncls=None)
 
 
 # the text (§4-5.1), which the defaults follow: the official network (UNet_L, 395.0 M; the
@@ -225,10 +252,15 @@ PROFILES = {
         vae=VAEConfig(steps=1800),
         network="official",
         official_unet=OfficialUNetConfig(
-            model_channels=32, num_res_blocks=1, num_heads=1, context_dim=32, dropout=0.0
+            latent_size=None,
+            ncls=None,
+            model_channels=32,
+            num_res_blocks=1,
+            num_heads=1,
+            context_dim=32,
+            dropout=0.0,
         ),
         unet=DenoiserConfig(
-            image_size=16,
             in_channels=4,
             channels=(32, 64, 128),
             attention_resolutions=(8, 4),
@@ -569,14 +601,13 @@ class DeCoDiffMethod(Method):
     eval_batch_size = 32
     repair_symbol = "x̃0"
 
-    def finalize(
+    def for_categories(
         self, cfg: DeCoDiffConfig, categories: list[str], explicit: frozenset[str]
     ) -> DeCoDiffConfig:
-        """Conditioned on the categories of a multi-category run (unless ``classes`` was set),
-        with the UNet's latent size and class count derived."""
-        if "classes" not in explicit:
-            cfg = replace(cfg, classes=tuple(categories) if len(categories) > 1 else ())
-        return cfg.derived()
+        """Conditioned on the categories of a multi-category run, unless ``classes`` was set."""
+        if "classes" in explicit:
+            return cfg
+        return replace(cfg, classes=tuple(categories) if len(categories) > 1 else ())
 
     def build(self, cfg: DeCoDiffConfig) -> DeCoDiff:
         return DeCoDiff(cfg)
@@ -637,11 +668,12 @@ class DeCoDiffMethod(Method):
             )
         names = OFFICIAL_CLASSES.get(classes) or tuple(c for c in classes.split(",") if c)
         base = PROFILES["official"]
-        size = unet.latent_size * base.vae.factor
+        size = (unet.latent_size or 32) * base.vae.factor  # create_unet_model's default: 32
         cfg = replace(
-            base, image_size=size, load_size=size * 9 // 8, official_unet=unet,  # 256 → 288
-            classes=names, vae=replace(base.vae, pretrained=vae or base.vae.pretrained),
-        ).derived()  # fmt: skip
+            base, image_size=size, load_size=size * 9 // 8,  # 256 → 288
+            official_unet=replace(unet, latent_size=None, ncls=None), classes=names,
+            vae=replace(base.vae, pretrained=vae or base.vae.pretrained),
+        )  # fmt: skip
         net = load_official(checkpoint, cfg.official_config)  # checks every key and shape
         model = DeCoDiff(cfg)
         model.net.load_state_dict(net.state_dict())

@@ -102,6 +102,13 @@ class DiffusionADConfig:
         """Whether training batches carry synthetic anomalies (DenoisingAD: normal only)."""
         return self.variant != "denoising_only"
 
+    @staticmethod
+    def legacy(data: dict[str, Any]) -> dict[str, Any]:
+        """A run.json model entry written when the denoiser's size (= image_size) was stored."""
+        if isinstance(data.get("denoiser"), dict):
+            data = {**data, "denoiser": {**data["denoiser"], "image_size": None}}
+        return data
+
     def __post_init__(self) -> None:
         if not isinstance(self.top_k, int) or self.top_k < 1:
             raise ValueError(f"top_k must be a positive number of pixels, got {self.top_k!r}")
@@ -123,6 +130,11 @@ class DiffusionADConfig:
             )
         if self.train_t_max is not None and not 1 <= self.train_t_max <= self.T:
             raise ValueError(f"train_t_max must be in 1..{self.T} or None, got {self.train_t_max}")
+        if self.denoiser.image_size is not None:
+            raise ValueError(
+                "model.denoiser.image_size follows from model.image_size; leave it unset "
+                f"(got {self.denoiser.image_size})"
+            )
         if self.norm_guided:
             if self.variant == "segmentation_only":
                 raise ValueError("norm_guided (guide_t) needs the denoiser: not segmentation_only")
@@ -172,7 +184,6 @@ PROFILES = {
         detach_x0_hat=True,
         image_size=64,
         denoiser=DenoiserConfig(
-            image_size=64,
             channels=(16, 32, 64),
             attention_resolutions=(16,),
             layers_per_block=1,
@@ -411,11 +422,6 @@ class DiffusionADMethod(Method):
         Option("--texture-dir", "train.texture_dir", "DTD images for anomaly appearances"),
     )  # fmt: skip
     repair_symbol = "x̂0"
-
-    def finalize(
-        self, cfg: DiffusionADConfig, categories: list[str], explicit: frozenset[str]
-    ) -> DiffusionADConfig:
-        return replace(cfg, denoiser=replace(cfg.denoiser, image_size=cfg.image_size))
 
     def build(self, cfg: DiffusionADConfig) -> DiffusionAD:
         return DiffusionAD(cfg)

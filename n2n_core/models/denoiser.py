@@ -29,7 +29,9 @@ __all__ = ["DenoiserConfig", "make_denoiser"]
 
 @dataclass(frozen=True)
 class DenoiserConfig:
-    image_size: int = 256
+    # the sample size; None in a method's config, which builds the network at its image (or
+    # latent) size
+    image_size: int | None = None
     channels: tuple[int, ...] = (128, 128, 256, 256, 512, 512)
     attention_resolutions: tuple[int, ...] = (32, 16, 8)
     layers_per_block: int = 2
@@ -61,6 +63,8 @@ class DenoiserConfig:
 
 def make_denoiser(cfg: DenoiserConfig) -> UNet2DModel:
     """A UNet2DModel predicting ε (same shape as its input)."""
+    if cfg.image_size is None:
+        raise ValueError("DenoiserConfig.image_size is None: give the sample size")
     res = [cfg.image_size // 2**i for i in range(len(cfg.channels))]
     if res[-1] < 1 or cfg.image_size % 2 ** (len(cfg.channels) - 1):
         raise ValueError(

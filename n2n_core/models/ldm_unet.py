@@ -37,13 +37,13 @@ __all__ = [
 class OfficialUNetConfig:
     """The arguments of the official ``create_unet_model`` (the keys of a ``--config`` JSON)."""
 
-    latent_size: int = 32
+    latent_size: int | None = 32  # None in DeCoDiffConfig: image_size / the VAE's factor
     model_channels: int = 256
     num_res_blocks: int = 2
     num_heads: int = 8  # sets the head size: model_channels // num_heads channels per head
     channel_mult: tuple[int, ...] = (1, 2, 4)
     context_dim: int = 512
-    ncls: int = 15
+    ncls: int | None = 15  # None in DeCoDiffConfig: the number of its classes (at least 1)
     dropout: float = 0.4
     in_channels: int = 4
 
@@ -88,6 +88,8 @@ class OfficialDoD(nn.Module):
         from diffusers import UNet2DConditionModel
 
         super().__init__()
+        if cfg.latent_size is None or cfg.ncls is None:
+            raise ValueError(f"OfficialDoD needs latent_size and ncls, got {cfg}")
         self.cfg = cfg
         n = len(cfg.channel_mult)
         self.unet = UNet2DConditionModel(
