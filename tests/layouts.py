@@ -1,4 +1,4 @@
-"""Tiny dummy datasets in each real layout, for tests and for trying the readers offline.
+"""Tiny dummy datasets in each real layout, for the tests (the readers, downloads, training).
 
 Every writer returns the dataset root and puts a bright square in each anomalous image,
 exactly where its mask is non-zero, so a reader that pairs masks wrongly is caught.
