@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from n2n_core.options import TRAIN_OPTIONS, Option
 from n2n_core.options import positive as _positive
@@ -166,6 +167,10 @@ def _train(args: argparse.Namespace) -> int:
     model, tcfg = methods.resolve(
         args.method, args.profile, args.data, categories_of(data), overrides
     )
+    if args.dry_run is not None:
+        return _dry_run(args, model, tcfg, data)
+    if args.out is None:
+        raise ValueError("train needs --out (a run folder), except with --dry-run")
     try:
         summary = train(args.out, model, tcfg, data, resume=args.resume)
     except TrainingDiverged as exc:
@@ -175,6 +180,24 @@ def _train(args: argparse.Namespace) -> int:
     if "seconds" in summary and info.is_file():  # over every resumed segment
         seconds = json.loads(info.read_text())["seconds"]
         print(f"[n2n] trained {summary['steps']} steps in {seconds:.0f} s -> {args.out}")
+    return 0
+
+
+def _dry_run(args: argparse.Namespace, model: Any, tcfg: Any, data: Any) -> int:
+    from n2n_core.dry_run import dry_run, format_dry_run
+
+    if args.keep and args.out is None:
+        raise ValueError("--keep needs --out: the folder to keep the dry run in")
+    result = dry_run(model, tcfg, data, args.dry_run, keep=args.out if args.keep else None)
+    print(format_dry_run(result))
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from n2n_core.plan import format_plan, plan
+
+    for target in args.targets:
+        print(format_plan(plan(target, args.profile, tuple(args.gpu or ()) or None)) + "\n")
     return 0
 
 
@@ -321,8 +344,14 @@ def _train_command(sub: argparse._SubParsersAction, with_methods: bool) -> None:
         "of methods that train one model for all)",
     )  # fmt: skip
     tr.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
-    tr.add_argument("--out", required=True, type=_folder, help="run folder")
+    tr.add_argument("--out", type=_folder, help="run folder")
     tr.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last")
+    tr.add_argument(
+        "--dry-run", type=_positive(int), nargs="?", const=2, metavar="N",
+        help="N optimiser steps (default 2) of this configuration in a temporary folder: "
+        "seconds per step, peak memory, activation bytes; nothing is kept (see --keep)",
+    )  # fmt: skip
+    tr.add_argument("--keep", action="store_true", help="with --dry-run: keep it in --out")
     for option in TRAIN_OPTIONS:
         option.add_to(tr)
     tr.add_argument("--foreground-dir", help="precomputed foreground masks <stem>.png")
@@ -355,6 +384,19 @@ def _run_commands(sub: argparse._SubParsersAction, with_methods: bool) -> None:
     if with_methods:
         _add_method_options(im, "import_options")
     im.set_defaults(func=_import_official)
+
+
+def _plan_command(sub: argparse._SubParsersAction) -> None:
+    from n2n_core.plan import CARDS
+    from n2n_core.reproduce import TARGETS
+
+    pl = sub.add_parser(
+        "plan", help="a target's parameters, FLOPs, memory and hours per GPU, before training"
+    )
+    pl.add_argument("targets", nargs="+", choices=sorted(TARGETS), metavar="TARGET")
+    pl.add_argument("--profile", choices=("paper", "official"), default="paper")
+    pl.add_argument("--gpu", nargs="*", choices=sorted(CARDS), help="cards (default: all)")
+    pl.set_defaults(func=_plan)
 
 
 def _reproduce_command(sub: argparse._SubParsersAction, with_methods: bool) -> None:
@@ -406,6 +448,7 @@ def build_parser(with_methods: bool = True) -> argparse.ArgumentParser:
     _train_command(sub, with_methods)
     _run_commands(sub, with_methods)
     _reproduce_command(sub, with_methods)
+    _plan_command(sub)
     return parser
 
 
@@ -417,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         argv = [a for a in argv if a != "--debug"]
         command = next((a for a in argv if not a.startswith("-")), None)
-        with_methods = command in (None, "train", "import-official", "reproduce")
+        with_methods = command in (None, "train", "import-official", "reproduce", "plan")
         args = build_parser(with_methods).parse_args(argv)
         return args.func(args)
     except TrainingInterrupted as exc:  # Ctrl-C / SIGTERM: the checkpoint is saved

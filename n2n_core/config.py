@@ -5,6 +5,7 @@ live here: what to train on (``DataSpec``) and how (``TrainConfig``)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 __all__ = ["DataSpec", "TrainConfig", "categories_of", "from_dict", "to_dict"]
 
 C = TypeVar("C")
+PRECISIONS = ("no", "bf16", "fp16", "auto")
 
 
 def to_dict(cfg: object) -> dict[str, Any]:
@@ -81,13 +83,29 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 250
     log_every: int = 10
-    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
+    # "no" | "bf16" | "fp16" | "auto": chosen by the device when a run starts (device.py; a
+    # resumed run keeps its own), and recorded so in run.json
+    mixed_precision: str = "no"
     grad_accum: int = 1
     gradient_checkpointing: bool = False
     texture_dir: str | None = None  # DTD images for anomaly appearances; None: procedural
     # texture_dir must hold images; unset, <dataset root's parent>/dtd/images is used when it
     # does (DiffusionAD's paper profile: the paper's anomalies come from DTD, §3.3)
     require_textures: bool = False
+
+    def updates_per_epoch(self, items: int) -> int:
+        """Optimiser updates in an epoch of ``items`` training items."""
+        return math.ceil(items / (self.batch_size * self.grad_accum))
+
+    def total_steps(self, items: int) -> int:
+        """Optimiser updates for ``items`` training items: ``steps``, or ``epochs`` × the items
+        / the images per update (``batch_size × grad_accum``; whole epochs with
+        ``lr_per="epoch"``)."""
+        if self.lr_per == "epoch":
+            return self.epochs * self.updates_per_epoch(items)
+        if self.epochs:
+            return math.ceil(self.epochs * items / (self.batch_size * self.grad_accum))
+        return self.steps
 
     def __post_init__(self) -> None:
         positive = {
@@ -115,8 +133,7 @@ class TrainConfig:
             raise ValueError("train.warmup_epochs needs train.lr_per='epoch'")
         if not self.cosine_span >= 1:
             raise ValueError(f"train.cosine_span must be at least 1, got {self.cosine_span!r}")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
+        if self.mixed_precision not in PRECISIONS:
             raise ValueError(
-                "train.mixed_precision must be 'no', 'bf16' or 'fp16', "
-                f"got {self.mixed_precision!r}"
+                f"train.mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}"
             )

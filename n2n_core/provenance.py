@@ -51,6 +51,7 @@ def environment() -> dict[str, object]:
     return {
         "versions": versions,
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "tf32": torch.cuda.is_available() and torch.backends.cuda.matmul.allow_tf32,
         "cpu": platform.processor() or platform.machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),

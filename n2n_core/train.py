@@ -30,6 +30,8 @@ import torch
 
 from n2n_core import checkpoint, methods
 from n2n_core.config import DataSpec, TrainConfig, categories_of
+from n2n_core.device import configure_cuda, default_device, precision_for
+from n2n_core.dry_run import STEP_PROBE
 from n2n_core.io import atomic_write_text
 from n2n_core.methods import load_run
 from n2n_core.methods.base import ParamGroup
@@ -164,7 +166,7 @@ def _logged(line: str, step: int) -> bool:
 
 
 def _updates_per_epoch(tcfg: TrainConfig, feed: Any) -> int:
-    return math.ceil(len(feed) / (tcfg.batch_size * tcfg.grad_accum))
+    return tcfg.updates_per_epoch(len(feed))
 
 
 def _steps_per_epoch(tcfg: TrainConfig, feed: Any) -> int:
@@ -173,13 +175,7 @@ def _steps_per_epoch(tcfg: TrainConfig, feed: Any) -> int:
 
 
 def _total_steps(tcfg: TrainConfig, feed: Any) -> int:
-    """Optimiser updates: ``steps``, or ``epochs`` × the training items / the images per
-    update (``batch_size × grad_accum``; whole epochs with ``lr_per="epoch"``)."""
-    if tcfg.lr_per == "epoch":
-        return tcfg.epochs * _steps_per_epoch(tcfg, feed)
-    if tcfg.epochs:
-        return math.ceil(tcfg.epochs * len(feed) / (tcfg.batch_size * tcfg.grad_accum))
-    return tcfg.steps
+    return tcfg.total_steps(len(feed))
 
 
 class _Log:
@@ -239,41 +235,48 @@ def _loop(
     if resume and ckpt.is_dir():
         state = checkpoint.load(ckpt, *parts)
     log = _Log(folder, main, resume, state["step"])
-    bar = progress(total=steps, initial=state["step"], desc=desc, disable=not main)
+    probe = STEP_PROBE.get()  # a dry run: its steps, timed and measured
+    end = steps if probe is None else probe.start(desc, steps, model)
+    bar = progress(total=end, initial=state["step"], desc=desc, disable=not main)
     start, before = time.perf_counter(), state["seconds"]  # before: earlier segments
     last: dict[str, float] = {}
     with _StopRequest() as request:
-        while state["step"] < steps:
-            last = _step(
-                model, feed, optimizer, scheduler, tcfg, accelerator, gen, state["step"], ckpt
-            )
+        while state["step"] < end:
+            with nullcontext() if probe is None else probe.step():
+                last = _step(
+                    model, feed, optimizer, scheduler, tcfg, accelerator, gen, state["step"], ckpt
+                )
             state["step"] += 1
             bar.update(1)
-            if state["step"] % tcfg.log_every == 0 or state["step"] == steps:
+            if state["step"] % tcfg.log_every == 0 or state["step"] == end:
                 log.write(state["step"], last)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()})
             if select is not None:
                 select.after(state["step"], accelerator.unwrap_model(model), state, accelerator)
             signalled = _requested(request, accelerator)
             stopping = signalled or (stop_after is not None and state["step"] >= stop_after)
-            if state["step"] % tcfg.checkpoint_every == 0 or state["step"] == steps or stopping:
+            at = state["step"] % tcfg.checkpoint_every == 0 or state["step"] == end or stopping
+            if at and (probe is None or probe.keep):
                 state["seconds"] = before + time.perf_counter() - start
                 checkpoint.save(ckpt, *parts, state)
             if signalled:
                 bar.close()
-                raise TrainingInterrupted(
-                    f"{signal.Signals(request.signum).name} at step {state['step']}/{steps} "
-                    f"({desc}): saved {ckpt}; run the same command again to continue "
-                    "(`train` with --resume)",
-                    request.signum,
-                )
+                raise _interrupted(request.signum, state["step"], steps, desc, ckpt)
             if stopping:
                 break
     bar.close()
     seconds = time.perf_counter() - start
-    summary = _summary(state, steps, seconds, last, accelerator)
+    summary = _summary(state, end, seconds, last, accelerator)
     accelerator.wait_for_everyone()
     return accelerator.unwrap_model(model), summary, before + seconds
+
+
+def _interrupted(signum: int, step: int, steps: int, desc: str, ckpt: Path) -> Exception:
+    return TrainingInterrupted(
+        f"{signal.Signals(signum).name} at step {step}/{steps} ({desc}): saved {ckpt}; run the "
+        "same command again to continue (`train` with --resume)",
+        signum,
+    )
 
 
 def _summary(state: dict, steps: int, seconds: float, last: dict, accelerator: Any) -> dict:
@@ -403,11 +406,28 @@ def train(
     run, method = RunFolder(run_dir), methods.method_of(model_cfg)
     _check_data(data)  # before the run folder exists: a bad dataset leaves nothing behind
     train_cfg = method.prepare(model_cfg, train_cfg, data)  # e.g. DTD found or missing
+    train_cfg = _with_precision(run, train_cfg)
+    configure_cuda()
     accelerator = _accelerator(train_cfg)
     with run.lock("train") if accelerator.is_main_process else nullcontext():
         resume = _start(run, record(model_cfg, train_cfg, data), resume, accelerator)
         return _train_run(run, method, model_cfg, train_cfg, data, accelerator, resume,
                           stop_after, until)  # fmt: skip
+
+
+def _with_precision(run: RunFolder, tcfg: TrainConfig) -> TrainConfig:
+    """``mixed_precision="auto"`` made concrete: a started run keeps the precision it started
+    with (a resumed Colab session may get another card); a new one gets the device's."""
+    if tcfg.mixed_precision != "auto":
+        return tcfg
+    stored = "auto"
+    if run.started:
+        try:
+            stored = run.configs[1].mixed_precision
+        except ValueError:
+            pass  # an unreadable run.json: _start reports it
+    chosen = stored if stored != "auto" else precision_for(default_device())
+    return replace(tcfg, mixed_precision=chosen)
 
 
 def _selection(
@@ -480,6 +500,7 @@ def ensure_trained(
             raise
         # a finished run is reused where what only training needs (e.g. DTD) is absent
         train_cfg = replace(train_cfg, texture_dir=run.configs[1].texture_dir)
+    train_cfg = _with_precision(run, train_cfg)
     if run.started:
         differ = run.differs(record(model_cfg, train_cfg, data))
         if differ:

@@ -134,6 +134,12 @@ class Method:
     def build(self, cfg: Any) -> nn.Module:
         raise NotImplementedError
 
+    def stand_in(self, cfg: Any, folder: Path) -> Any:
+        """The config with every pretrained network it loads replaced by an untrained one of
+        the same architecture, written under ``folder``: ``plan`` counts FLOPs and bytes, which
+        need no weights, where the weights may not have been downloaded. Unchanged by default."""
+        return cfg
+
     def prepare(self, cfg: Any, tcfg: TrainConfig, data: DataSpec) -> TrainConfig:
         """The training settings completed from where the data is (e.g. a texture folder
         found beside the dataset) and checked, before a run folder is written: raises a

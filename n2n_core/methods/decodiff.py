@@ -55,7 +55,14 @@ from n2n_core.methods.base import Feed, Method, Prediction, Stage
 from n2n_core.models import DenoiserConfig, make_denoiser
 from n2n_core.models.ldm_unet import PRESETS as OFFICIAL_UNETS
 from n2n_core.models.ldm_unet import OfficialDoD, OfficialUNetConfig, load_official
-from n2n_core.models.vae import SD_VAE, AutoencoderTrainer, LatentVAE, VAEConfig, with_scale
+from n2n_core.models.vae import (
+    SD_VAE,
+    AutoencoderTrainer,
+    LatentVAE,
+    VAEConfig,
+    untrained_like,
+    with_scale,
+)
 from n2n_core.models.vae import load_vae as load_vae_folder
 from n2n_core.options import Option, local_or_hub, positive
 from n2n_core.schedules import make_schedule
@@ -298,6 +305,7 @@ TRAIN_PROFILES = {
     "paper": TrainConfig(
         steps=0, epochs=800, batch_size=128, lr=1e-4, min_lr=1e-5, optimizer="adamw",
         weight_decay=1e-4, warmup_steps=300, checkpoint_every=2000, log_every=50,
+        mixed_precision="auto",
     ),
     # the code: batch 128 × 2 accumulated, AdamW (weight decay 1e-4), its scheduler stepped
     # once per epoch: 10 warm-up epochs from 0, then a cosine over 1.5 × the epochs, to 0
@@ -305,7 +313,7 @@ TRAIN_PROFILES = {
     "official": TrainConfig(
         steps=0, epochs=800, batch_size=128, grad_accum=2, lr=1e-4, min_lr=0.0,
         optimizer="adamw", weight_decay=1e-4, lr_per="epoch", warmup_epochs=10,
-        cosine_span=1.5, checkpoint_every=1000, log_every=20,
+        cosine_span=1.5, checkpoint_every=1000, log_every=20, mixed_precision="auto",
     ),
 }  # fmt: skip
 
@@ -611,6 +619,12 @@ class DeCoDiffMethod(Method):
 
     def build(self, cfg: DeCoDiffConfig) -> DeCoDiff:
         return DeCoDiff(cfg)
+
+    def stand_in(self, cfg: DeCoDiffConfig, folder: Path) -> DeCoDiffConfig:
+        if not cfg.vae.pretrained:
+            return cfg
+        vae = untrained_like(cfg.vae.pretrained, Path(folder) / "vae-stand-in")
+        return replace(cfg, vae=replace(cfg.vae, pretrained=vae))
 
     def stages(
         self, cfg: DeCoDiffConfig, tcfg: TrainConfig, data: DataSpec, run_dir: Path

@@ -203,7 +203,12 @@ TRAIN_PROFILES = {
     # the paper draws object anomalies' appearance from DTD half of the time, textures' always
     # (§3.3): required, found beside the dataset (<root>/../dtd/images) or given
     "paper": TrainConfig(
-        steps=0, epochs=500, checkpoint_every=2000, log_every=50, require_textures=True
+        steps=0,
+        epochs=500,
+        checkpoint_every=2000,
+        log_every=50,
+        require_textures=True,
+        mixed_precision="auto",
     ),
     # args1.json: batch 16, Adam at 1e-4 (the segmenter's lr is a model setting), 3000 epochs;
     # train.py keeps the best of every 50 epochs on the test set (optimistic, labelled so)
@@ -215,6 +220,7 @@ TRAIN_PROFILES = {
         checkpoint_every=2000,
         log_every=50,
         require_textures=True,
+        mixed_precision="auto",
     ),
 }
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from n2n_core.data.training import to_model_range
 
 __all__ = [
+    "SD_VAE_ARCHITECTURE",
     "AutoencoderTrainer",
     "LatentVAE",
     "VAEConfig",
@@ -27,10 +28,19 @@ __all__ = [
     "load_vae",
     "make_autoencoder",
     "psnr",
+    "untrained_like",
     "with_scale",
 ]
 
 SD_VAE = "stabilityai/sd-vae-ft-ema"
+# its architecture (the hub's config.json), for an untrained stand-in where the weights are not
+# here (``plan`` counts FLOPs and bytes, which need none)
+SD_VAE_ARCHITECTURE = {
+    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2,
+    "block_out_channels": (128, 256, 512, 512), "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4, "norm_num_groups": 32, "sample_size": 256,
+    "scaling_factor": 0.18215,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -168,6 +178,20 @@ def with_scale(ae: nn.Module, images: Tensor, device: str | torch.device = "cpu"
     )
     ae.register_to_config(scaling_factor=float(1 / zs.std()))
     return LatentVAE(ae)
+
+
+def untrained_like(name_or_path: str, folder: Path | str) -> str:
+    """An untrained AutoencoderKL of ``name_or_path``'s architecture (its config.json when it
+    is a local folder, SD's otherwise) saved into ``folder``; returns the folder."""
+    from diffusers import AutoencoderKL
+
+    local = Path(name_or_path).expanduser()
+    if (local / "config.json").is_file():
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(local))
+    else:
+        vae = AutoencoderKL(**SD_VAE_ARCHITECTURE)
+    vae.save_pretrained(folder)
+    return str(folder)
 
 
 def load_vae(cfg: VAEConfig, folder: Path | str) -> LatentVAE:
