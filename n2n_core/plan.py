@@ -176,6 +176,9 @@ def card_plan(m: Measured, card: Card, tcfg: TrainConfig, flops: float) -> dict[
     }  # fmt: skip
 
 
+_MEASURED: dict[tuple, Measured] = {}  # one count per configuration and process
+
+
 def plan(
     target: str, profile: str = "paper", cards: tuple[str, ...] | None = None
 ) -> dict[str, Any]:
@@ -195,7 +198,8 @@ def plan(
     n_train, n_test, categories = DATASETS[t.dataset]
     method = methods.get(t.method)
     cfg, tcfg = methods.resolve(t.method, profile, t.dataset, list(categories))
-    m = measure(method, cfg, tcfg, categories)
+    key = (t.method, repr(cfg), repr(tcfg), categories[:1] if method.per_category else categories)
+    m = _MEASURED[key] = _MEASURED.get(key) or measure(method, cfg, tcfg, categories)
     models = len(categories) if method.per_category else 1
     images = n_train if n_train is not None else 1000 * models  # DAGM: per 1,000 images/class
     steps = models * tcfg.total_steps(math.ceil(images / models))
