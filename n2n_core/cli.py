@@ -167,10 +167,12 @@ def _train(args: argparse.Namespace) -> int:
     model, tcfg = methods.resolve(
         args.method, args.profile, args.data, categories_of(data), overrides
     )
+    if args.plan:
+        return _train_plan(args, model, tcfg, data)
     if args.dry_run is not None:
         return _dry_run(args, model, tcfg, data)
     if args.out is None:
-        raise ValueError("train needs --out (a run folder), except with --dry-run")
+        raise ValueError("train needs --out (a run folder), except with --dry-run or --plan")
     try:
         summary = train(args.out, model, tcfg, data, resume=args.resume)
     except TrainingDiverged as exc:
@@ -190,6 +192,23 @@ def _dry_run(args: argparse.Namespace, model: Any, tcfg: Any, data: Any) -> int:
         raise ValueError("--keep needs --out: the folder to keep the dry run in")
     result = dry_run(model, tcfg, data, args.dry_run, keep=args.out if args.keep else None)
     print(format_dry_run(result))
+    return 0
+
+
+def _train_plan(args: argparse.Namespace, model: Any, tcfg: Any, data: Any) -> int:
+    """``train … --plan``: ``plan`` for this configuration and the data's own image counts."""
+    from n2n_core.data import load_samples
+    from n2n_core.plan import format_plan, plan_config
+    from n2n_core.train import categories_of
+
+    cats = tuple(categories_of(data))
+    n_train, n_test = (
+        sum(len(load_samples(data.source, data.root, c, split)) for c in cats)
+        for split in ("train", "test")
+    )
+    label = f"{args.method} on {data.source} {data.category}"
+    print(format_plan(plan_config(args.method, model, tcfg, cats, n_train, n_test, None, label,
+                                  args.profile)))  # fmt: skip
     return 0
 
 
@@ -352,6 +371,10 @@ def _train_command(sub: argparse._SubParsersAction, with_methods: bool) -> None:
         "seconds per step, peak memory, activation bytes; nothing is kept (see --keep)",
     )  # fmt: skip
     tr.add_argument("--keep", action="store_true", help="with --dry-run: keep it in --out")
+    tr.add_argument(
+        "--plan", action="store_true", help="print the parameters, FLOPs, memory and hours "
+        "per GPU of this configuration (as the plan command), and train nothing",
+    )  # fmt: skip
     for option in TRAIN_OPTIONS:
         option.add_to(tr)
     tr.add_argument("--foreground-dir", help="precomputed foreground masks <stem>.png")

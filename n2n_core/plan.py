@@ -36,7 +36,10 @@ from n2n_core.config import DataSpec, TrainConfig
 from n2n_core.device import precision_for_capability
 from n2n_core.dry_run import SavedBytes
 
-__all__ = ["CARDS", "DATASETS", "Card", "Measured", "card_plan", "format_plan", "measure", "plan"]
+__all__ = [
+    "CARDS", "DATASETS", "Card", "Measured", "card_plan", "format_plan", "measure", "plan",
+    "plan_config",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -196,9 +199,24 @@ def plan(
         if c not in CARDS:
             raise ValueError(f"--gpu {c!r}: expected one of {sorted(CARDS)}")
     n_train, n_test, categories = DATASETS[t.dataset]
-    method = methods.get(t.method)
     cfg, tcfg = methods.resolve(t.method, profile, t.dataset, list(categories))
-    key = (t.method, repr(cfg), repr(tcfg), categories[:1] if method.per_category else categories)
+    return plan_config(t.method, cfg, tcfg, categories, n_train, n_test, cards, target, profile)
+
+
+def plan_config(
+    method_name: str, cfg: Any, tcfg: TrainConfig, categories: tuple[str, ...],
+    n_train: int | None, n_test: int | None, cards: tuple[str, ...] | None = None,
+    label: str = "", profile: str = "",
+) -> dict[str, Any]:  # fmt: skip
+    """The costs of training ``cfg`` / ``tcfg`` on ``n_train`` images of ``categories``
+    (``None``: per 1,000 per model) and testing on ``n_test`` (``train … --plan``, ``plan``)."""
+    from n2n_core import methods
+
+    method = methods.get(method_name)
+    if method.kind != "trained":
+        raise ValueError(f"plan counts training by gradient steps; {method_name} is {method.kind}")
+    cats = categories[:1] if method.per_category else categories
+    key = (method_name, repr(cfg), repr(tcfg), cats)
     m = _MEASURED[key] = _MEASURED.get(key) or measure(method, cfg, tcfg, categories)
     models = len(categories) if method.per_category else 1
     images = n_train if n_train is not None else 1000 * models  # DAGM: per 1,000 images/class
@@ -206,7 +224,7 @@ def plan(
     effective = tcfg.batch_size * tcfg.grad_accum
     flops = steps * effective * m.train_flops + (n_test or 0) * m.test_flops
     return {
-        "target": target, "profile": profile, "method": t.method, "dataset": t.dataset,
+        "target": label or method_name, "profile": profile, "method": method_name,
         "models": models, "train_images": images, "per_1000_images": n_train is None,
         "test_images": n_test, "steps": steps, "batch_size": tcfg.batch_size,
         "grad_accum": tcfg.grad_accum, "measured": m, "total_flops": flops,
@@ -214,18 +232,27 @@ def plan(
     }  # fmt: skip
 
 
+def _flop(x: float) -> str:
+    return f"{x / 1e12:.2f} TFLOP" if x >= 1e11 else f"{x / 1e9:.2f} GFLOP"
+
+
+def _hours(h: float) -> str:
+    return f"{h:.1f}" if h >= 0.1 else f"{h * 60:.1f} min"
+
+
 def format_plan(p: dict[str, Any]) -> str:
     """``plan``'s printout: the costs, then one table row per card."""
     m: Measured = p["measured"]
     gib = 2**30
     per = " per class, per 1,000 training images" if p["per_1000_images"] else ""
+    profile = f" ({p['profile']} profile)" if p["profile"] else ""
     lines = [
-        f"{p['target']} ({p['profile']} profile): {p['models']} model(s), "
+        f"{p['target']}{profile}: {p['models']} model(s), "
         f"{m.trained / 1e6:.1f} M trained parameters"
         + (f" + {m.frozen / 1e6:.1f} M frozen" if m.frozen else ""),
         f"training: {p['steps']:,} steps of batch {p['batch_size']} × {p['grad_accum']}"
-        f"{per}; {m.train_flops / 1e12:.2f} TFLOP per training image (forward + backward)",
-        f"test: {m.test_flops / 1e12:.2f} TFLOP per image"
+        f"{per}; {_flop(m.train_flops)} per training image (forward + backward)",
+        f"test: {_flop(m.test_flops)} per image"
         + (f" × {p['test_images']:,} images" if p["test_images"] else ""),
         f"activations per image: {(m.act_fp32[1] - m.act_fp32[0]) / gib:.2f} GiB float32, "
         f"{(m.act_mixed[1] - m.act_mixed[0]) / gib:.2f} GiB bf16 autocast (measured at batch "
@@ -237,8 +264,9 @@ def format_plan(p: dict[str, Any]) -> str:
     ]
     for c in p["cards"]:
         acc = f"{c['micro_batch']} × {c['grad_accum']}" if c["grad_accum"] else "does not fit"
+        fits = "yes" if c["fits"] else "no"
         lines.append(
-            f"| {c['card']} | {c['precision']} | {c['memory_gib']:.1f} | "
-            f"{'yes' if c['fits'] else 'no'} | {c['largest_batch']} | {acc} | {c['hours']:.1f} |"
+            f"| {c['card']} | {c['precision']} | {c['memory_gib']:.1f} | {fits} | "
+            f"{c['largest_batch']} | {acc} | {_hours(c['hours'])} |"
         )
     return "\n".join(lines)

@@ -244,3 +244,17 @@ def test_dry_run_from_the_command_line_prints_the_rate_and_keeps_only_when_asked
     assert json.loads((tmp_path / "kept" / "run.json").read_text())["train"]["steps"] == 900
     assert (tmp_path / "kept" / "checkpoints" / "last").is_dir()
     assert cli.main([*args, "--dry-run", "--keep"]) == 2  # --keep needs --out
+
+
+def test_train_plan_prints_the_configurations_costs_and_trains_nothing(tmp_path, capsys):
+    root = fixtures.write_mvtec(tmp_path / "mvtec", categories=("bottle",), size=16)
+    args = ["train", "--method", "diffusionad", "--data", "mvtec", "--root", str(root)]
+    args += ["--category", "bottle", "--image-size", "32", *_TINY_DIFFUSIONAD, "--plan"]
+    before = set(tmp_path.rglob("*"))
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "diffusionad on mvtec bottle (smoke profile): 1 model(s)" in out
+    assert "900 steps of batch 6 × 1" in out and "× 6 images" in out  # fixture: 2 × 3 test
+    assert out.count("| yes |") == len(CARDS) and set(tmp_path.rglob("*")) == before
+    assert cli.main(["train", "--method", "patchknn", "--category", "cap", "--plan"]) == 2
+    assert "patchknn is fitted" in capsys.readouterr().out
