@@ -9,13 +9,7 @@
 # the data and run folders point to "Drive", and every other cell of notebook 01 runs.
 # .ci/run calls it; pip's versions are held to the lock's with -c (a constraint, not an install).
 set -euo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-python3 -m venv "$WORK/venv"
-PY="$WORK/venv/bin/python"
-TORCH_SPEC=$(sed -n 's/^TORCH_SPEC=\${TORCH_SPEC:-\(.*\)}$/\1/p' "$REPO/scripts/install.sh")
-grep -v '^#' "$REPO/requirements-lock.txt" > "$WORK/constraints.txt"
+source "$(dirname "$0")/fresh_venv.sh"  # REPO, WORK, PY, TORCH_SPEC, $WORK/constraints.txt
 "$PY" -m pip install -q "$TORCH_SPEC" ipython -c "$WORK/constraints.txt"
 "$PY" - <<'PYEOF'
 # relabel the installed torch as another version (its metadata only; the files stay)

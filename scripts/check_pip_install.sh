@@ -5,13 +5,7 @@
 # notebook 01 headless, a smoke run trained and evaluated, a paper table read.
 # .ci/run calls it; pip's versions are held to the lock's with -c (a constraint, not an install).
 set -euo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-python3 -m venv "$WORK/venv"
-PY="$WORK/venv/bin/python"
-TORCH_SPEC=$(sed -n 's/^TORCH_SPEC=\${TORCH_SPEC:-\(.*\)}$/\1/p' "$REPO/scripts/install.sh")
-grep -v '^#' "$REPO/requirements-lock.txt" > "$WORK/constraints.txt"
+source "$(dirname "$0")/fresh_venv.sh"  # REPO, WORK, PY, TORCH_SPEC, $WORK/constraints.txt
 # the torch a user installs first (pytorch.org); here the local CPU wheel of the tested version
 "$PY" -m pip install -q "$TORCH_SPEC" -c "$WORK/constraints.txt"
 "$PY" -m pip install -q "$REPO[notebooks]" -c "$WORK/constraints.txt"

@@ -197,31 +197,19 @@ PROFILES = {
 }
 
 
+# the paper draws object anomalies' appearance from DTD half of the time, textures' always
+# (§3.3): required, found beside the dataset (<root>/../dtd/images) or given
+_PAPER_TRAIN = TrainConfig(
+    steps=0, epochs=500, checkpoint_every=2000, log_every=50, require_textures=True,
+    mixed_precision="auto",
+)  # fmt: skip
 TRAIN_PROFILES = {
     # smoke: small CPU nets converge much faster at 1e-3 than at the paper's 1e-4 (measured)
     "smoke": TrainConfig(steps=900, lr=1e-3, checkpoint_every=300, log_every=25),
-    # the paper draws object anomalies' appearance from DTD half of the time, textures' always
-    # (§3.3): required, found beside the dataset (<root>/../dtd/images) or given
-    "paper": TrainConfig(
-        steps=0,
-        epochs=500,
-        checkpoint_every=2000,
-        log_every=50,
-        require_textures=True,
-        mixed_precision="auto",
-    ),
+    "paper": _PAPER_TRAIN,
     # args1.json: batch 16, Adam at 1e-4 (the segmenter's lr is a model setting), 3000 epochs;
     # train.py keeps the best of every 50 epochs on the test set (optimistic, labelled so)
-    "official": TrainConfig(
-        steps=0,
-        epochs=3000,
-        batch_size=16,
-        select_on_test_every=50,
-        checkpoint_every=2000,
-        log_every=50,
-        require_textures=True,
-        mixed_precision="auto",
-    ),
+    "official": replace(_PAPER_TRAIN, epochs=3000, batch_size=16, select_on_test_every=50),
 }
 
 
