@@ -80,9 +80,8 @@ def test_every_lesson_has_two_or_more_exercises_and_uses_them():
 
 
 def test_the_baseline_registers_trains_and_evaluates(tmp_path):
-    import layouts as fixtures  # tests/layouts.py
-
     from n2n_core.course.baseline import register_baseline
+    from n2n_core.data import fixtures
     from n2n_core.evaluate import evaluate_run
     from n2n_core.methods import resolve
     from n2n_core.train import DataSpec, train

@@ -4,7 +4,6 @@ import hashlib
 import shutil
 from pathlib import Path
 
-import layouts as F  # tests/layouts.py
 import numpy as np
 import pytest
 import torch
@@ -20,6 +19,7 @@ from n2n_core.data import (
     load_mask,
     load_samples,
 )
+from n2n_core.data import fixtures as F
 from n2n_core.data import synthetic as S
 
 

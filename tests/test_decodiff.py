@@ -9,7 +9,6 @@ import sys
 from collections import Counter
 from dataclasses import replace
 
-import layouts as fixtures  # tests/layouts.py
 import numpy as np
 import pytest
 import torch
@@ -17,6 +16,7 @@ from scipy import ndimage
 from tiny import TINY_DECODIFF  # tests/tiny.py
 
 from n2n_core import cli
+from n2n_core.data import fixtures
 from n2n_core.data.splits import holdout
 from n2n_core.deviation import (
     correct,

@@ -294,9 +294,8 @@ def test_import_official_then_evaluate_end_to_end(tmp_path):
     ordinary run folder that `evaluate` scores, one row per test image in scores.csv."""
     import csv
 
-    import layouts as fixtures  # tests/layouts.py
-
     from n2n_core import cli
+    from n2n_core.data import fixtures
     from n2n_core.models.vae import VAEConfig, make_autoencoder
 
     torch.manual_seed(0)
@@ -403,9 +402,8 @@ def test_reproduce_with_the_released_weights_reports_beside_paper_and_released(t
     to Table 1 and to the released weights' own results (official class order, 15 classes)."""
     import csv
 
-    import layouts as fixtures  # tests/layouts.py
-
     from n2n_core import cli
+    from n2n_core.data import fixtures
     from n2n_core.models.vae import VAEConfig, make_autoencoder
     from n2n_core.reproduce import reproduce
 

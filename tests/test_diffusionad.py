@@ -10,12 +10,12 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
-import layouts as fixtures  # tests/layouts.py
 import pytest
 import torch
 from tiny import TINY_DIFFUSIONAD  # tests/tiny.py
 
 from n2n_core import cli
+from n2n_core.data import fixtures
 from n2n_core.methods.diffusionad import DiffusionAD, focal_loss, top_k_score
 from n2n_core.metrics import METRIC_KEYS
 from n2n_core.models import (

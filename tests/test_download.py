@@ -6,10 +6,10 @@ import tarfile
 import urllib.error
 import zipfile
 
-import layouts as F  # tests/layouts.py
 import pytest
 
 from n2n_core.data import download as D
+from n2n_core.data import fixtures as F
 from n2n_core.data import load_samples
 
 

@@ -11,13 +11,13 @@ import sys
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-import layouts as fixtures  # tests/layouts.py
 import pytest
 import torch
 from torch import nn
 
 from n2n_core import cli, methods
 from n2n_core.config import DataSpec, TrainConfig
+from n2n_core.data import fixtures
 from n2n_core.device import precision_for, precision_for_capability
 from n2n_core.dry_run import SavedBytes, dry_run
 from n2n_core.methods import Feed, Method, Prediction

@@ -6,13 +6,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
-import layouts as fixtures  # tests/layouts.py
 import pytest
 import torch
 
 from n2n_core import cli, methods
 from n2n_core.config import TrainConfig
 from n2n_core.course.baseline import MeanImage, MeanImageConfig, MeanImageMethod
+from n2n_core.data import fixtures
 from n2n_core.evaluate import evaluate_run
 from n2n_core.methods import resolve
 from n2n_core.methods.patchknn import PatchKNN, PatchKNNConfig, patch_distances

@@ -4,11 +4,11 @@ folder records the official regime."""
 
 import json
 
-import layouts as fixtures  # tests/layouts.py
 import pytest
 import torch
 
 from n2n_core import cli
+from n2n_core.data import fixtures
 from n2n_core.models.vae import VAEConfig, make_autoencoder
 
 

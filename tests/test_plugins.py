@@ -12,12 +12,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
-import layouts as fixtures  # tests/layouts.py
 import pytest
 
 from n2n_core import methods
 from n2n_core.config import TrainConfig
 from n2n_core.course.baseline import MeanImageConfig, MeanImageMethod
+from n2n_core.data import fixtures
 from n2n_core.methods import MethodError, Option
 
 ROOT = Path(__file__).resolve().parent.parent

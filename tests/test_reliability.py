@@ -12,7 +12,6 @@ import time
 import warnings
 from pathlib import Path
 
-import layouts as fixtures  # tests/layouts.py
 import numpy as np
 import pytest
 from PIL import Image
@@ -20,7 +19,7 @@ from tiny import TINY_DIFFUSIONAD  # tests/tiny.py
 
 from n2n_core import cli
 from n2n_core.config import DataSpec, TrainConfig
-from n2n_core.data import load_image, load_mask, load_samples
+from n2n_core.data import fixtures, load_image, load_mask, load_samples
 from n2n_core.methods.diffusionad import DiffusionADConfig
 from n2n_core.train import ensure_trained, train
 

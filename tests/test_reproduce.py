@@ -4,11 +4,11 @@ import csv
 import json
 from dataclasses import replace
 
-import layouts as fixtures  # tests/layouts.py
 import pytest
 from tiny import TINY_DECODIFF, TINY_DIFFUSIONAD  # tests/tiny.py
 
 from n2n_core import cli, viz
+from n2n_core.data import fixtures
 from n2n_core.evaluate import evaluate_run
 from n2n_core.methods import resolve
 from n2n_core.reproduce import TARGETS, _paper_numbers, reproduce

@@ -6,10 +6,10 @@ import pickle
 from dataclasses import replace
 from pathlib import Path
 
-import layouts as fixtures  # tests/layouts.py
 import pytest
 
 from n2n_core.config import DataSpec, TrainConfig
+from n2n_core.data import fixtures
 from n2n_core.run_folder import RunFolder, record
 from n2n_core.train import train
 

@@ -1,4 +1,5 @@
-"""Tiny dummy datasets in each real layout, for the tests (the readers, downloads, training).
+"""Tiny dummy datasets in each real layout: notebook 02 runs the readers on them offline, and
+the tests use them for every layout.
 
 Every writer returns the dataset root and puts a bright square in each anomalous image,
 exactly where its mask is non-zero, so a reader that pairs masks wrongly is caught.
