@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from n2n_core.plan import CARDS, UTILISATION, plan
+from n2n_core.plan import CARDS, UTILISATION, format_hours, plan
 
 TARGETS = ("diffusionad-visa", "diffusionad-mvtec", "diffusionad-dagm", "decodiff-mvtec",
            "decodiff-visa")  # fmt: skip
@@ -23,7 +23,7 @@ def row(p: dict) -> str:
     m = p["measured"]
     cells = []
     for c in p["cards"]:
-        hours = f"{c['hours']:.1f}" if c["hours"] >= 0.1 else f"{c['hours'] * 60:.0f} min"
+        hours = format_hours(c["hours"])
         if not c["grad_accum"]:
             cells.append("does not fit")
         elif c["fits"]:

@@ -39,10 +39,9 @@ def precision_for(device: torch.device | str) -> str:
     return precision_for_capability(torch.cuda.get_device_capability(device))
 
 
-def configure_cuda() -> dict[str, bool]:
-    """TF32 for float32 matrix products and convolutions, on CUDA; returns what is set (run.json
-    records it under ``environment``)."""
+def configure_cuda() -> None:
+    """TF32 for float32 matrix products and convolutions, on CUDA (run.json records it:
+    ``environment.tf32``, provenance.py)."""
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return {"tf32": torch.cuda.is_available() and torch.backends.cuda.matmul.allow_tf32}

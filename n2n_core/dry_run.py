@@ -14,7 +14,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
@@ -86,7 +86,7 @@ class StepProbe:
         loop = self.loops[-1]
         first = not loop["seconds"]
         synchronize = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
-        with SavedBytes(loop["model"]) if first else _nothing() as saved:
+        with SavedBytes(loop["model"]) if first else nullcontext() as saved:
             synchronize()
             t = time.perf_counter()
             yield
@@ -94,11 +94,6 @@ class StepProbe:
         loop["seconds"].append(time.perf_counter() - t)
         if first:
             loop["activation_bytes"] = saved.total
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield None
 
 
 STEP_PROBE: ContextVar[StepProbe | None] = ContextVar("n2n_step_probe", default=None)

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from n2n_core.config import PRECISIONS
+
 __all__ = ["TRAIN_OPTIONS", "Option", "local_or_hub", "positive"]
 
 
@@ -83,7 +85,7 @@ TRAIN_OPTIONS = (
     Option("--batch-size", "train.batch_size", type=positive(int)),
     Option("--mixed-precision", "train.mixed_precision",
            "auto: bf16 on cards that have it, fp16 with loss scaling on older ones, no on CPU",
-           choices=("auto", "no", "bf16", "fp16")),
+           choices=PRECISIONS),
     Option("--grad-accum", "train.grad_accum", type=positive(int)),
     Option("--gradient-checkpointing", "train.gradient_checkpointing", const=True),
     Option("--checkpoint-every", "train.checkpoint_every", type=positive(int)),

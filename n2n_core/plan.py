@@ -33,12 +33,13 @@ import torch
 from PIL import Image
 
 from n2n_core.config import DataSpec, TrainConfig
+from n2n_core.data.download import MVTEC_CATEGORIES, VISA_CATEGORIES
 from n2n_core.device import precision_for_capability
 from n2n_core.dry_run import SavedBytes
 
 __all__ = [
-    "CARDS", "DATASETS", "Card", "Measured", "card_plan", "format_plan", "measure", "plan",
-    "plan_config",
+    "CARDS", "DATASETS", "Card", "Measured", "card_plan", "format_hours", "format_plan", "measure",
+    "plan", "plan_config",
 ]  # fmt: skip
 
 
@@ -70,13 +71,10 @@ RESERVED_GIB = 1.5  # CUDA context, cuDNN workspaces, allocator slack
 
 # the official splits' image counts (train, test) and categories; DAGM's vary per class
 DATASETS: dict[str, tuple[int | None, int | None, tuple[str, ...]]] = {
-    "mvtec": (3629, 1725, ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut",
-                           "leather", "metal_nut", "pill", "screw", "tile", "toothbrush",
-                           "transistor", "wood", "zipper")),
-    "visa": (8659, 2162, ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1",
-                          "macaroni2", "pcb1", "pcb2", "pcb3", "pcb4", "pipe_fryum")),
+    "mvtec": (3629, 1725, MVTEC_CATEGORIES),
+    "visa": (8659, 2162, VISA_CATEGORIES),
     "dagm": (None, None, tuple(f"Class{i}" for i in range(1, 11))),
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -236,7 +234,7 @@ def _flop(x: float) -> str:
     return f"{x / 1e12:.2f} TFLOP" if x >= 1e11 else f"{x / 1e9:.2f} GFLOP"
 
 
-def _hours(h: float) -> str:
+def format_hours(h: float) -> str:
     return f"{h:.1f}" if h >= 0.1 else f"{h * 60:.1f} min"
 
 
@@ -267,6 +265,6 @@ def format_plan(p: dict[str, Any]) -> str:
         fits = "yes" if c["fits"] else "no"
         lines.append(
             f"| {c['card']} | {c['precision']} | {c['memory_gib']:.1f} | {fits} | "
-            f"{c['largest_batch']} | {acc} | {_hours(c['hours'])} |"
+            f"{c['largest_batch']} | {acc} | {format_hours(c['hours'])} |"
         )
     return "\n".join(lines)

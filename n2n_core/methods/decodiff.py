@@ -106,7 +106,9 @@ class DeCoDiffConfig:
     # official code's LDM UNet (models.ldm_unet; cross-attention to the class), which loads
     # the released checkpoints
     network: str = "n2n"
-    official_unet: OfficialUNetConfig = field(default_factory=lambda: _unsized("UNet_L"))
+    official_unet: OfficialUNetConfig = field(
+        default_factory=lambda: _unsized(OFFICIAL_UNETS["UNet_L"])
+    )
     classes: tuple[str, ...] = ()  # conditioning categories (multi-class); empty: unconditional
     T: int = 10  # squared-cosine schedule (§5.1)
     mask_ratio_max: float = 0.7  # r_mask ~ U[0, 0.7]
@@ -219,9 +221,9 @@ class DeCoDiffConfig:
         return data
 
 
-def _unsized(preset: str) -> OfficialUNetConfig:
-    """An official UNet preset without the sizes DeCoDiffConfig derives."""
-    return replace(OFFICIAL_UNETS[preset], latent_size=None, ncls=None)
+def _unsized(unet: OfficialUNetConfig) -> OfficialUNetConfig:
+    """An official UNet config without the sizes DeCoDiffConfig derives."""
+    return replace(unet, latent_size=None, ncls=None)
 
 
 # the text (§4-5.1), which the defaults follow: the official network (UNet_L, 395.0 M; the
@@ -258,14 +260,10 @@ PROFILES = {
         image_size=64,
         vae=VAEConfig(steps=1800),
         network="official",
-        official_unet=OfficialUNetConfig(
-            latent_size=None,
-            ncls=None,
-            model_channels=32,
-            num_res_blocks=1,
-            num_heads=1,
-            context_dim=32,
-            dropout=0.0,
+        official_unet=_unsized(
+            OfficialUNetConfig(
+                model_channels=32, num_res_blocks=1, num_heads=1, context_dim=32, dropout=0.0
+            )
         ),
         unet=DenoiserConfig(
             in_channels=4,
@@ -685,7 +683,7 @@ class DeCoDiffMethod(Method):
         size = (unet.latent_size or 32) * base.vae.factor  # create_unet_model's default: 32
         cfg = replace(
             base, image_size=size, load_size=size * 9 // 8,  # 256 → 288
-            official_unet=replace(unet, latent_size=None, ncls=None), classes=names,
+            official_unet=_unsized(unet), classes=names,
             vae=replace(base.vae, pretrained=vae or base.vae.pretrained),
         )  # fmt: skip
         net = load_official(checkpoint, cfg.official_config)  # checks every key and shape
