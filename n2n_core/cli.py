@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,18 +136,25 @@ def _given(args: argparse.Namespace, options: Sequence[Option]) -> dict[str, obj
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, object]:
-    """The settings given on the command line; a flag of another method is an error naming
-    whose it is."""
+def _method_flags(
+    args: argparse.Namespace, method: str, offered: Callable[[Option], bool] = lambda o: True
+) -> dict[str, object]:
+    """The settings ``method``'s own options (those ``offered``) were given on the command
+    line; a flag of another method is an error naming whose it is."""
     from n2n_core import methods
 
-    own = (*TRAIN_OPTIONS, *methods.get(args.method).options)
+    own = [o for o in methods.get(method).options if offered(o)]
     dests = {o.dest for o in own}
     for name in methods.names():
         for o in methods.get(name).options:
             if o.dest not in dests and getattr(args, o.dest, None) is not None:
-                raise ValueError(f"{o.flag} is an option of {name}, not of {args.method}")
-    return _given(args, own) | _settings(args.set)
+                raise ValueError(f"{o.flag} is an option of {name}, not of {method}")
+    return _given(args, own)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The settings given on the command line (``train``)."""
+    return _given(args, TRAIN_OPTIONS) | _method_flags(args, args.method) | _settings(args.set)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -259,16 +266,18 @@ def _reproduce(args: argparse.Namespace) -> int:
     from n2n_core import methods
     from n2n_core.reproduce import TARGETS, report_folder, reproduce
 
+    method = TARGETS[args.target].method
     options = {}
     if args.weights:  # the method's import-official options, as given
-        options = _given(args, methods.get(TARGETS[args.target].method).import_options)
+        options = _given(args, methods.get(method).import_options)
+    overrides = _method_flags(args, method, lambda o: o.reproduce)
+    if args.steps is not None:
+        overrides["train.steps"] = args.steps
     table = reproduce(
         args.target, profile=args.profile, root=args.root, runs=args.runs,
-        categories=args.categories or None,
-        overrides={"train.steps": args.steps} if args.steps is not None else None,
+        categories=args.categories or None, overrides=overrides or None,
         download=args.download, seed=args.seed, tables=args.tables, weights=args.weights,
-        weights_options=options,
-        texture_dir=args.texture_dir, foreground_dir=args.foreground_dir,
+        weights_options=options, foreground_dir=args.foreground_dir,
     )  # fmt: skip
     for row, m in table.items():
         print(f"[n2n] {row}: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
@@ -290,16 +299,18 @@ def _add_set(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
-def _add_method_options(parser: argparse.ArgumentParser, attr: str) -> None:
-    """Each registered method's options (``Method.options`` / ``import_options``) in a group
-    named after it; a flag that two methods share is added once."""
+def _add_method_options(
+    parser: argparse.ArgumentParser, attr: str, offered: Callable[[Option], bool] = lambda o: True
+) -> None:
+    """Each registered method's options (``Method.options`` / ``import_options``; those
+    ``offered``) in a group named after it; a flag that two methods share is added once."""
     from n2n_core import methods
 
     seen = {a.dest for a in parser._actions}
     for name in methods.names():
         group = None
         for option in getattr(methods.get(name), attr):
-            if option.dest not in seen:
+            if option.dest not in seen and offered(option):
                 group = group or parser.add_argument_group(name)
                 option.add_to(group)
                 seen.add(option.dest)
@@ -436,10 +447,6 @@ def _reproduce_command(sub: argparse._SubParsersAction, with_methods: bool) -> N
     )
     rp.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     rp.add_argument(
-        "--texture-dir", help="anomaly textures (DiffusionAD paper profile: required; default "
-        "<root>/../dtd/images)",
-    )  # fmt: skip
-    rp.add_argument(
         "--foreground-dir", help="precomputed foreground masks: <dir>/<category>/<stem>.png"
     )
     rp.add_argument(
@@ -455,6 +462,7 @@ def _reproduce_command(sub: argparse._SubParsersAction, with_methods: bool) -> N
     )  # fmt: skip
     if with_methods:
         _add_method_options(rp, "import_options")
+        _add_method_options(rp, "options", lambda o: o.reproduce)
     rp.set_defaults(func=_reproduce)
 
 

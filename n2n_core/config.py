@@ -61,9 +61,10 @@ def categories_of(data: DataSpec) -> list[str]:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1000  # optimiser updates (each of grad_accum micro-batches)
-    # if set: steps = ceil(epochs × #train images / (batch_size × grad_accum)). Batches are drawn
-    # at random with replacement, so an "epoch" is that many images, not one pass over each image
+    steps: int | None = 1000  # optimiser updates (each of grad_accum micro-batches)
+    # if set, the length instead of steps (then None in the profiles): ceil(epochs × #train
+    # images / (batch_size × grad_accum)) updates. Batches are drawn at random with
+    # replacement, so an "epoch" is that many images, not one pass over each image
     epochs: int | None = None
     batch_size: int = 6  # per process; DiffusionAD: half normal, half synthetic (§4.2: 3 + 3)
     lr: float = 1e-4  # Adam (DiffusionAD §4.2); AdamW peak (DeCo-Diff §5.1)
@@ -88,10 +89,19 @@ class TrainConfig:
     mixed_precision: str = "no"
     grad_accum: int = 1
     gradient_checkpointing: bool = False
-    texture_dir: str | None = None  # DTD images for anomaly appearances; None: procedural
-    # texture_dir must hold images; unset, <dataset root's parent>/dtd/images is used when it
-    # does (DiffusionAD's paper profile: the paper's anomalies come from DTD, §3.3)
-    require_textures: bool = False
+
+    @staticmethod
+    def legacy(data: dict[str, Any]) -> dict[str, Any]:
+        """A run.json train entry of an older n2n: ``steps=0`` beside ``epochs`` (now None);
+        DiffusionAD's texture settings, once here, at their defaults (other values are moved
+        to the model entry by ``run_folder``)."""
+        data = dict(data)
+        if data.get("epochs") and data.get("steps") == 0:
+            data["steps"] = None
+        for key, default in (("texture_dir", None), ("require_textures", False)):
+            if key in data and data[key] == default:
+                del data[key]
+        return data
 
     def updates_per_epoch(self, items: int) -> int:
         """Optimiser updates in an epoch of ``items`` training items."""
@@ -116,7 +126,7 @@ class TrainConfig:
         }
         if self.epochs is not None:
             positive["epochs"] = self.epochs
-        else:
+        if self.epochs is None or self.steps is not None:
             positive["steps"] = self.steps
         if self.select_on_test_every is not None:
             positive["select_on_test_every"] = self.select_on_test_every

@@ -46,7 +46,9 @@ _UNSET: Any = object()
 class Option:
     """``flag`` (``--vae-steps``) sets ``setting``: a dotted ``model.*`` / ``train.*`` key for
     training options, a keyword of ``Method.import_official`` for import options. ``const``:
-    a flag without a value that sets this value; ``nargs="+"``: several values (a tuple)."""
+    a flag without a value that sets this value; ``nargs="+"``: several values (a tuple);
+    ``reproduce``: ``reproduce`` takes the flag too (a path on this machine, not a setting that
+    would make the runs another table's)."""
 
     flag: str
     setting: str
@@ -56,6 +58,7 @@ class Option:
     nargs: str | None = None
     const: Any = _UNSET
     default: Any = None  # import options only: training options leave the profile's value
+    reproduce: bool = False
 
     @property
     def dest(self) -> str:

@@ -168,12 +168,13 @@ def check(
         try:
             method.prepare(cfg, tcfg, data)
         except ValueError:
-            if not (download and tcfg.require_textures and not tcfg.texture_dir):
+            if not (download and method.downloads(cfg)):
                 raise
             from n2n_core.data.download import download as fetch
 
-            fetch("dtd", root.resolve().parent)  # then checked again
-            method.prepare(cfg, tcfg, data)
+            for name in method.downloads(cfg):
+                fetch(name, root.resolve().parent)
+            method.prepare(cfg, tcfg, data)  # checked again
 
 
 def reproduce(
@@ -189,7 +190,6 @@ def reproduce(
     tables: list[str] | None = None,
     weights: Path | str | None = None,
     weights_options: dict[str, Any] | None = None,
-    texture_dir: Path | str | None = None,
     foreground_dir: Path | str | None = None,
 ) -> dict[str, dict[str, float]]:
     """Train/evaluate every category of ``target`` and write the comparison report into
@@ -198,14 +198,15 @@ def reproduce(
     line's ``reproduce`` and notebooks 10 and 11 call this.
 
     ``overrides``: settings replacing the profile's (``{"train.steps": 5}`` or
-    ``{"model": {...}, "train": {...}}``); ``seed``: the training seed; ``tables``: for an
-    ablation target, which of the paper's ablation tables (default all); ``download``: fetch
-    the dataset into ``root``'s parent folder first if ``root`` does not exist yet;
+    ``{"model": {...}, "train": {...}}``; e.g. DiffusionAD's anomaly textures
+    ``{"model.texture_dir": ...}``, by default ``<root's parent>/dtd/images``); ``seed``: the
+    training seed; ``tables``: for an ablation target, which of the paper's ablation tables
+    (default all); ``download``: fetch the dataset into ``root``'s parent folder first if
+    ``root`` does not exist yet (and what the method's training needs beside it, e.g. DTD);
     ``weights``: evaluate the authors' released checkpoint instead of training
     (``import-official`` with ``weights_options``, e.g. DeCo-Diff's ``config`` and ``vae``),
     reported beside the paper's table and the released weights' own results;
-    ``texture_dir``: the anomaly textures (DiffusionAD's paper profile: default
-    ``<root's parent>/dtd/images``, required); ``foreground_dir``: precomputed foreground masks
+    ``foreground_dir``: precomputed foreground masks
     ``<foreground_dir>/<category>/<stem>.png`` instead of the estimated ones."""
     from n2n_core.data import list_categories
 
@@ -219,8 +220,6 @@ def reproduce(
     root = _data_root(t, root, download)
     cats = categories or list_categories(t.dataset, root)
     overrides = {**(overrides or {}), **({} if seed is None else {"train.seed": seed})}
-    if texture_dir is not None:
-        overrides["train.texture_dir"] = str(Path(texture_dir).resolve())
     out = report_folder(target, profile, runs, weights is not None)
     if weights is not None:
         return _released(t, target, profile, root, out, Path(weights), weights_options or {})

@@ -14,6 +14,7 @@ finished, and read or write these files through it; while one of them writes, ``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -63,6 +64,19 @@ def write_weights(model: torch.nn.Module, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, tmp)
     tmp.replace(path)
+
+
+def _moved_to_model(config: type, model: dict, train: dict) -> tuple[dict, dict]:
+    """An older run.json's training settings that now belong to the method's config (e.g.
+    DiffusionAD's texture folder), moved to its model entry."""
+    if not (isinstance(model, dict) and isinstance(train, dict)):
+        return model, train
+    ours = {f.name for f in dataclasses.fields(TrainConfig)}
+    theirs = {f.name for f in dataclasses.fields(config)}
+    moved = {k: v for k, v in train.items() if k not in ours and k in theirs and k not in model}
+    if not moved:
+        return model, train
+    return {**model, **moved}, {k: v for k, v in train.items() if k not in moved}
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -154,9 +168,10 @@ class RunFolder:
         d = self.stored
         try:
             method = methods.get(str(d.get("method")))
+            model, train = _moved_to_model(method.config, d["model"], d["train"])
             return (
-                from_dict(method.config, d["model"]),
-                from_dict(TrainConfig, d["train"]),
+                from_dict(method.config, model),
+                from_dict(TrainConfig, train),
                 from_dict(DataSpec, d["data"]),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as e:

@@ -204,7 +204,7 @@ class TextureSource:
                 warnings.warn(
                     f"texture folder {self.folder} is missing or has no images; using procedural "
                     "textures instead (for DTD: python -m n2n_core download dtd --root data, "
-                    "then texture_dir=data/dtd/images)",
+                    "then --texture-dir data/dtd/images)",
                     stacklevel=2,
                 )
         self._cache: dict[tuple[int, int, int], Tensor] = {}

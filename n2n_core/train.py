@@ -405,7 +405,7 @@ def train(
     training or evaluation of it is refused (``RunFolderLocked``)."""
     run, method = RunFolder(run_dir), methods.method_of(model_cfg)
     _check_data(data)  # before the run folder exists: a bad dataset leaves nothing behind
-    train_cfg = method.prepare(model_cfg, train_cfg, data)  # e.g. DTD found or missing
+    model_cfg, train_cfg = method.prepare(model_cfg, train_cfg, data)  # e.g. DTD found or not
     train_cfg = _with_precision(run, train_cfg)
     configure_cuda()
     accelerator = _accelerator(train_cfg)
@@ -492,14 +492,15 @@ def ensure_trained(
     interrupted, trained otherwise (notebooks and ``reproduce`` call this); ``until``: only up
     to the end of that stage (see ``train``). A run.json that lacks fields added later, whose
     defaults are these settings, counts as the same."""
-    run = RunFolder(run_dir)
+    run, method = RunFolder(run_dir), methods.method_of(model_cfg)
     try:
-        train_cfg = methods.method_of(model_cfg).prepare(model_cfg, train_cfg, data)
+        model_cfg, train_cfg = method.prepare(model_cfg, train_cfg, data)
     except ValueError:
         if not run.finished:
             raise
         # a finished run is reused where what only training needs (e.g. DTD) is absent
-        train_cfg = replace(train_cfg, texture_dir=run.configs[1].texture_dir)
+        recorded = run.configs[0]
+        model_cfg = replace(model_cfg, **{k: getattr(recorded, k) for k in method.resources})
     train_cfg = _with_precision(run, train_cfg)
     if run.started:
         differ = run.differs(record(model_cfg, train_cfg, data))

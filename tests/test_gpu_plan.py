@@ -199,7 +199,8 @@ def test_diffusionad_dry_run_at_full_size_matches_the_plan(tmp_path, profile, ca
     root = fixtures.write_mvtec(tmp_path / "mvtec", categories=("bottle",), n_test=1, size=64)
     data = DataSpec("mvtec", str(root), "bottle")
     cfg, tcfg = methods.resolve("diffusionad", profile, "mvtec", ["bottle"])
-    tcfg = replace(tcfg, batch_size=1, texture_dir=str(_textures(tmp_path) / "train" / "good"))
+    cfg = replace(cfg, texture_dir=str(_textures(tmp_path) / "train" / "good"))
+    tcfg = replace(tcfg, batch_size=1)
     before = set(tmp_path.rglob("*"))
     result = dry_run(cfg, tcfg, data, steps=2)
     assert set(tmp_path.rglob("*")) == before

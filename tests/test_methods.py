@@ -200,6 +200,32 @@ def test_a_run_json_that_stored_the_derived_sizes_reads_as_the_same_settings():
         assert from_dict(type(cfg), old) == cfg
 
 
+@pytest.mark.parametrize("method", ["diffusionad", "decodiff", "patchknn"])
+def test_a_run_json_with_textures_in_train_reads_as_the_same_settings(tmp_path, method):
+    """Older n2n kept DiffusionAD's texture folder in the training config, and wrote
+    ``steps=0`` beside ``epochs``: such a run.json reads back as today's settings (DiffusionAD's
+    texture settings moved to its model entry; at their defaults, dropped for the others)."""
+    from n2n_core.run_folder import RunFolder, record
+
+    cfg, tcfg = resolve(method, "paper", "mvtec", ["bottle"])
+    data = DataSpec("mvtec", "data/mvtec", "bottle")
+    textured = method == "diffusionad"
+    if textured:
+        cfg = replace(cfg, texture_dir="/data/dtd/images")
+    old = record(cfg, tcfg, data)
+    old["train"]["texture_dir"] = old["model"].pop("texture_dir", None)
+    old["train"]["require_textures"] = old["model"].pop("require_textures", False)
+    assert old["train"]["require_textures"] is textured
+    if tcfg.epochs:
+        assert tcfg.steps is None
+        old["train"]["steps"] = 0
+    (tmp_path / "run.json").write_text(json.dumps(old))
+    run = RunFolder(tmp_path)
+    assert run.configs == (cfg, tcfg, data)
+    assert run.differs(record(cfg, tcfg, data)) == []
+    assert run.differs(record(replace(cfg, image_size=128), tcfg, data)) == ["model.image_size"]
+
+
 def test_paper_epochs_per_dataset_and_steps_clear_epochs():
     epochs = {d: resolve("decodiff", "paper", d, ["a", "b"])[1].epochs for d in ("mvtec", "visa")}
     assert epochs == {"mvtec": 800, "visa": 200}  # DeCo-Diff §5.1, for train and reproduce alike

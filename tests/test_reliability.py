@@ -63,7 +63,9 @@ def _tcfg(**kw):
 def test_non_positive_settings_are_errors(field, value):
     with pytest.raises(ValueError, match=f"train.{field} must be"):
         TrainConfig(**{field: value})
-    assert TrainConfig(steps=0, epochs=3).epochs == 3  # epochs set: steps are derived
+    assert TrainConfig(steps=None, epochs=3).total_steps(12) == 6  # 3 × 12 images / batch 6
+    with pytest.raises(ValueError, match=r"train\.steps must be"):
+        TrainConfig(steps=None)  # no length at all
 
 
 def test_top_k_must_be_positive():

@@ -247,7 +247,8 @@ def test_paper_profile_draws_its_textures_from_the_dtd_folder(tmp_path, monkeypa
     quick = {**OVERRIDES, "train": {**OVERRIDES["train"], "epochs": None}}
     method, t = get("diffusionad"), TARGETS["diffusionad-visa"]
     [(_, cfg, tcfg, data)] = _runs(t, "paper", root, tmp_path / "r", ["candle"], True, quick)
-    assert tcfg.require_textures and tcfg.texture_dir is None
+    assert cfg.require_textures and cfg.texture_dir is None
+    assert method.downloads(cfg) == ("dtd",)
     with pytest.raises(ValueError, match="download dtd"):  # train() checks it too
         train(tmp_path / "run", cfg, tcfg, data)
     assert not (tmp_path / "run").exists()
@@ -264,23 +265,61 @@ def test_paper_profile_draws_its_textures_from_the_dtd_folder(tmp_path, monkeypa
     )  # fmt: skip
     assert calls == [("dtd", tmp_path / "data")]
     dtd = tmp_path / "data" / "dtd" / "images"
-    prepared = method.prepare(cfg, tcfg, data)
-    assert prepared.texture_dir == str(dtd.resolve())
-    feed = DiffusionADFeed(cfg, prepared, data, tmp_path / "feed")
+    prepared, ptcfg = method.prepare(cfg, tcfg, data)
+    assert prepared.texture_dir == str(dtd.resolve()) and ptcfg == tcfg
+    assert method.downloads(prepared) == ()  # a folder given: nothing to fetch
+    feed = DiffusionADFeed(prepared, tcfg, data, tmp_path / "feed")
     source = feed.synthesizer.textures
     assert not source.procedural and len(source.files) == 3
     assert all(dtd in f.parents for f in source.files)
     other = _dtd(tmp_path / "mine", n=2)  # --texture-dir wins over the default
-    given = method.prepare(cfg, replace(tcfg, texture_dir=str(other)), data)
+    given, _ = method.prepare(replace(cfg, texture_dir=str(other)), tcfg, data)
     assert given.texture_dir == str(other.resolve())
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match=r"no texture images in .*empty \(--texture-dir\)"):
-        method.prepare(cfg, replace(tcfg, texture_dir=str(empty)), data)
+        method.prepare(replace(cfg, texture_dir=str(empty)), tcfg, data)
     # smoke: procedural textures, nothing required
     [(_, scfg, stcfg, _)] = _runs(t, "smoke", root, tmp_path / "r", ["candle"], True, {})
-    assert method.prepare(scfg, stcfg, data) == stcfg and stcfg.texture_dir is None
+    assert method.prepare(scfg, stcfg, data) == (scfg, stcfg) and scfg.texture_dir is None
+    assert method.downloads(scfg) == ()
     assert DataSpec("visa", str(root), "candle") == data
+
+
+def test_a_finished_paper_run_is_reused_where_its_textures_are_gone(tmp_path):
+    """DTD is read only while training: a finished run (e.g. copied from the GPU machine) is
+    reused without it, with the texture folder it recorded; other settings still differ."""
+    from n2n_core.reproduce import _runs
+    from n2n_core.run_folder import RunFolder, record
+    from n2n_core.train import ensure_trained
+
+    root = fixtures.write_visa_raw(tmp_path / "data" / "visa", categories=("candle",))
+    t = TARGETS["diffusionad-visa"]
+    [(_, cfg, tcfg, data)] = _runs(t, "paper", root, tmp_path / "r", ["candle"], True, {})
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    trained = replace(tcfg, mixed_precision="bf16")  # as a GPU recorded "auto"
+    run.write_record(record(replace(cfg, texture_dir="/gone/dtd/images"), trained, data))
+    run.weights_path.write_bytes(b"")  # finished: ensure_trained does not read the weights
+    assert ensure_trained(run.path, cfg, tcfg, data) == run.path
+    with pytest.raises(FileExistsError, match=r"train\.seed"):
+        ensure_trained(run.path, cfg, replace(tcfg, seed=1), data)
+    (tmp_path / "fresh").mkdir()
+    with pytest.raises(ValueError, match="download dtd"):  # not finished: DTD is needed
+        ensure_trained(tmp_path / "fresh", cfg, tcfg, data)
+
+
+def test_reproduce_takes_the_methods_path_options_only():
+    """``reproduce`` offers the options a method marks for it (DiffusionAD's --texture-dir, a
+    model setting); given for another method's target, the flag is refused naming its owner."""
+    parser = cli.build_parser()
+    args = parser.parse_args(["reproduce", "diffusionad-visa", "--texture-dir", "t"])
+    got = cli._method_flags(args, "diffusionad", lambda o: o.reproduce)
+    assert got == {"model.texture_dir": "t"}
+    with pytest.raises(ValueError, match="--texture-dir is an option of diffusionad"):
+        cli._method_flags(args, "decodiff", lambda o: o.reproduce)
+    with pytest.raises(cli.UsageError, match="unrecognized arguments: --variant"):
+        parser.parse_args(["reproduce", "diffusionad-visa", "--variant", "full"])  # no path
 
 
 def test_foreground_dir_holds_one_folder_per_category(tmp_path):

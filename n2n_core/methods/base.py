@@ -19,6 +19,7 @@ The contract, checked by ``Method.check`` when a method is registered (a break i
   profile names: ``smoke`` and ``paper`` always, ``official`` when the method has an official
   code (``n2n_core.profiles``);
 - every ``Option`` sets an existing ``model.*`` / ``train.*`` setting, with a flag of its own;
+  ``resources`` names fields of ``config``;
 - ``build`` and ``predict`` are overridden (and ``feed`` for a trained method).
 """
 
@@ -123,6 +124,10 @@ class Method:
     per_category: ClassVar[bool] = True  # one model per category; False: one for all
     eval_batch_size: ClassVar[int] = 16
     repair_symbol: ClassVar[str] = "repair"  # the name figures give Prediction.extras["repair"]
+    # model-config fields that ``prepare`` fills with paths on this machine which only training
+    # reads (DiffusionAD's texture folder): a finished run is reused with the values it
+    # recorded when they cannot be found here
+    resources: ClassVar[tuple[str, ...]] = ()
 
     def for_categories(self, cfg: Any, categories: list[str], explicit: frozenset[str]) -> Any:
         """The config of a run on these categories. A model conditioned on the category
@@ -140,11 +145,16 @@ class Method:
         need no weights, where the weights may not have been downloaded. Unchanged by default."""
         return cfg
 
-    def prepare(self, cfg: Any, tcfg: TrainConfig, data: DataSpec) -> TrainConfig:
-        """The training settings completed from where the data is (e.g. a texture folder
-        found beside the dataset) and checked, before a run folder is written: raises a
+    def prepare(self, cfg: Any, tcfg: TrainConfig, data: DataSpec) -> tuple[Any, TrainConfig]:
+        """The model and training settings completed from where the data is (e.g. a texture
+        folder found beside the dataset) and checked, before a run folder is written: raises a
         ValueError naming what is missing and how to get it. Unchanged by default."""
-        return tcfg
+        return cfg, tcfg
+
+    def downloads(self, cfg: Any) -> tuple[str, ...]:
+        """Datasets (``download`` names) that ``prepare`` looks for beside the dataset and
+        ``reproduce --download`` may fetch there; none by default."""
+        return ()
 
     def param_groups(
         self, model: nn.Module, cfg: Any, tcfg: TrainConfig
@@ -261,3 +271,6 @@ def _problems(m: Method):
             yield f"option {o.flag!r} needs a '--' flag of its own (not one of {sorted(reserved)})"
         if not _setting_exists(m, o.setting):
             yield f"option {o.flag} sets {o.setting!r}, which is not a model.* or train.* setting"
+    for name in m.resources:
+        if not _setting_exists(m, f"model.{name}"):
+            yield f"resources names {name!r}, which is not a field of {cfg.__name__}"

@@ -301,7 +301,7 @@ TRAIN_PROFILES = {
         weight_decay=1e-4, warmup_steps=100, checkpoint_every=500, log_every=25,
     ),
     "paper": TrainConfig(
-        steps=0, epochs=800, batch_size=128, lr=1e-4, min_lr=1e-5, optimizer="adamw",
+        steps=None, epochs=800, batch_size=128, lr=1e-4, min_lr=1e-5, optimizer="adamw",
         weight_decay=1e-4, warmup_steps=300, checkpoint_every=2000, log_every=50,
         mixed_precision="auto",
     ),
@@ -309,7 +309,7 @@ TRAIN_PROFILES = {
     # once per epoch: 10 warm-up epochs from 0, then a cosine over 1.5 × the epochs, to 0
     # (it ends at ≈ 0.25 × 1e-4)
     "official": TrainConfig(
-        steps=0, epochs=800, batch_size=128, grad_accum=2, lr=1e-4, min_lr=0.0,
+        steps=None, epochs=800, batch_size=128, grad_accum=2, lr=1e-4, min_lr=0.0,
         optimizer="adamw", weight_decay=1e-4, lr_per="epoch", warmup_epochs=10,
         cosine_span=1.5, checkpoint_every=1000, log_every=20, mixed_precision="auto",
     ),
@@ -689,7 +689,7 @@ class DeCoDiffMethod(Method):
         net = load_official(checkpoint, cfg.official_config)  # checks every key and shape
         model = DeCoDiff(cfg)
         model.net.load_state_dict(net.state_dict())
-        return model.eval(), cfg, replace(TRAIN_PROFILES["official"], steps=0)
+        return model.eval(), cfg, TRAIN_PROFILES["official"]
 
     def dataset(self, cfg: DeCoDiffConfig, samples: list) -> Any:
         from n2n_core.data import AnomalyDataset

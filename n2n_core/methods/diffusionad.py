@@ -96,6 +96,11 @@ class DiffusionADConfig:
     # ("bilinear_full": bilinear, then only fully covered pixels; data.dataset.bilinear_full)
     ground_truth: str = "nearest"
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)  # §3.3's anomalies
+    # DTD images for the anomalies' appearance; None: procedural textures. require_textures (the
+    # paper's profiles: §3.3 draws them from DTD): texture_dir must hold images, and unset,
+    # <dataset root's parent>/dtd/images is used (``DiffusionADMethod.prepare``)
+    texture_dir: str | None = None
+    require_textures: bool = False
 
     @property
     def needs_anomalies(self) -> bool:
@@ -151,6 +156,7 @@ class DiffusionADConfig:
 _PAPER = DiffusionADConfig(
     denoiser=DenoiserConfig(num_heads=4, resnet_resampling="all"),
     segmenter=SegmenterConfig(decoder="draem"),
+    require_textures=True,
 )
 PROFILES = {
     "paper": _PAPER,
@@ -197,12 +203,9 @@ PROFILES = {
 }
 
 
-# the paper draws object anomalies' appearance from DTD half of the time, textures' always
-# (§3.3): required, found beside the dataset (<root>/../dtd/images) or given
 _PAPER_TRAIN = TrainConfig(
-    steps=0, epochs=500, checkpoint_every=2000, log_every=50, require_textures=True,
-    mixed_precision="auto",
-)  # fmt: skip
+    steps=None, epochs=500, checkpoint_every=2000, log_every=50, mixed_precision="auto"
+)
 TRAIN_PROFILES = {
     # smoke: small CPU nets converge much faster at 1e-3 than at the paper's 1e-4 (measured)
     "smoke": TrainConfig(steps=900, lr=1e-3, checkpoint_every=300, log_every=25),
@@ -378,7 +381,7 @@ class DiffusionADFeed(Feed):
             data.source, data.root, data.category, cfg.image_size, run_dir, True,
             data.foreground_dir,
         )  # fmt: skip
-        self.synthesizer = AnomalySynthesizer(cfg.synthesis, TextureSource(train_cfg.texture_dir))
+        self.synthesizer = AnomalySynthesizer(cfg.synthesis, TextureSource(cfg.texture_dir))
         self.anomalies, self.anomaly_prob = cfg.needs_anomalies, cfg.anomaly_prob
 
     def __len__(self) -> int:
@@ -413,32 +416,41 @@ class DiffusionADMethod(Method):
                type=positive(int), nargs="+"),
         Option("--norm-guided", "model.norm_guided",
                "the official code's norm-guided two-timestep variant (not the paper)", const=True),
-        Option("--texture-dir", "train.texture_dir", "DTD images for anomaly appearances"),
+        Option("--texture-dir", "model.texture_dir", "anomaly textures (paper profiles: "
+               "required; default <dataset root>/../dtd/images)", reproduce=True),
     )  # fmt: skip
     repair_symbol = "x̂0"
+    resources = ("texture_dir",)
 
     def build(self, cfg: DiffusionADConfig) -> DiffusionAD:
         return DiffusionAD(cfg)
 
-    def prepare(self, cfg: DiffusionADConfig, tcfg: TrainConfig, data: DataSpec) -> TrainConfig:
-        """With ``require_textures`` (the paper profile): the texture folder given, or DTD
+    def prepare(
+        self, cfg: DiffusionADConfig, tcfg: TrainConfig, data: DataSpec
+    ) -> tuple[DiffusionADConfig, TrainConfig]:
+        """With ``require_textures`` (the paper profiles): the texture folder given, or DTD
         beside the dataset; no images there is an error that says how to get DTD."""
-        if not tcfg.require_textures or not cfg.needs_anomalies:
-            return tcfg
+        if not cfg.require_textures or not cfg.needs_anomalies:
+            return cfg, tcfg
         from n2n_core.data.download import dtd_images
         from n2n_core.data.samples import DatasetError
 
         datasets = Path(data.root).resolve().parent
-        folder = Path(tcfg.texture_dir) if tcfg.texture_dir else dtd_images(datasets)
+        folder = Path(cfg.texture_dir) if cfg.texture_dir else dtd_images(datasets)
         if not TextureSource.images_in(folder):
-            given = "--texture-dir" if tcfg.texture_dir else "the default texture folder"
+            given = "--texture-dir" if cfg.texture_dir else "the default texture folder"
             raise DatasetError(
                 f"no texture images in {folder} ({given}): this profile draws the synthetic "
                 "anomalies' appearance from DTD, as the paper does. Get it with "
                 f"`python -m n2n_core download dtd --root {datasets}`, or pass --texture-dir "
                 "a folder of texture images (the smoke profile uses procedural textures)"
             )
-        return replace(tcfg, texture_dir=str(folder.resolve()))
+        return replace(cfg, texture_dir=str(folder.resolve())), tcfg
+
+    def downloads(self, cfg: DiffusionADConfig) -> tuple[str, ...]:
+        """DTD, when the profile requires textures and no folder was given."""
+        needed = cfg.require_textures and cfg.needs_anomalies and not cfg.texture_dir
+        return ("dtd",) if needed else ()
 
     def dataset(self, cfg: DiffusionADConfig, samples: list) -> AnomalyDataset:
         return AnomalyDataset(samples, cfg.image_size, (-1.0, 1.0), mask_rule=cfg.ground_truth)
