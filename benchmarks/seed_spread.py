@@ -94,8 +94,10 @@ def _cell(values: list[float], scale: float = 100, digits: int = 1) -> str:
 
 
 def _network(row: dict) -> str:
-    """DeCo-Diff's smoke network of a recorded run (lines before the field: n2n's UNet)."""
-    return row["decodiff"].get("network", "n2n")
+    """DeCo-Diff's smoke network of a recorded run (lines before the field: n2n's UNet2DModel,
+    which older n2n called "n2n")."""
+    name = row["decodiff"].get("network", "unet2d")
+    return "unet2d" if name == "n2n" else name
 
 
 def report(path: str) -> str:

@@ -62,7 +62,7 @@ def patch_mask(
     return m.repeat_interleave(patch, 2).repeat_interleave(patch, 3)
 
 
-SHUFFLES = ("n2n", "official")  # where a shuffled patch comes from (``shuffle_noise``)
+SHUFFLES = ("next_image", "official")  # where a shuffled patch comes from (``shuffle_noise``)
 
 
 def _permute_patches(z: Tensor, patch: int, g: torch.Generator) -> Tensor:
@@ -76,22 +76,22 @@ def _permute_patches(z: Tensor, patch: int, g: torch.Generator) -> Tensor:
 
 
 def shuffle_noise(
-    z0: Tensor, ratio: Tensor, patch: int, g: torch.Generator, mode: str = "n2n"
+    z0: Tensor, ratio: Tensor, patch: int, g: torch.Generator, mode: str = "next_image"
 ) -> tuple[Tensor, Tensor]:
     """The "noise" of the masked forward process with patch shuffling (§4.2): Gaussian,
     except on a fraction ``ratio`` of patch × patch patches of each sample, which hold a patch
     of a normal image, so the model also sees structured, in-distribution-looking deviations.
-    ``mode="n2n"``: the same patch of the next image (i takes it from i + 1 mod B);
+    ``mode="next_image"``: the same patch of the next image (i takes it from i + 1 mod B);
     ``"official"``: a patch drawn from all patches of the batch, any image, any position.
     Returns the noise and the shuffled-patch indicator (B, 1, H, W)."""
     if mode not in SHUFFLES:
         raise ValueError(f"shuffle must be one of {SHUFFLES}, got {mode!r}")
     b = z0.shape[0]
     noise = torch.randn(z0.shape, generator=g).to(z0)
-    if b < 2 and mode == "n2n":
+    if b < 2 and mode == "next_image":
         return noise, torch.zeros_like(z0[:, :1])
     s = patch_mask(b, tuple(z0.shape[-2:]), ratio, patch, g).to(z0)
-    donor = z0.roll(-1, 0) if mode == "n2n" else _permute_patches(z0, patch, g)
+    donor = z0.roll(-1, 0) if mode == "next_image" else _permute_patches(z0, patch, g)
     return s * donor + (1 - s) * noise, s
 
 
@@ -114,13 +114,13 @@ def dod_target(zt: Tensor, z0: Tensor, t: Tensor | int, s: NoiseSchedule) -> Ten
     return (zt - z0) / (1 - ab).sqrt()
 
 
-SPACINGS = ("n2n", "official")  # correction timesteps: from T down, or DDIM respacing
+SPACINGS = ("from_start", "official")  # correction timesteps: from T down, or DDIM respacing
 
 
 def correction_timesteps(
-    T: int, steps: int, start: int | None = None, spacing: str = "n2n"
+    T: int, steps: int, start: int | None = None, spacing: str = "from_start"
 ) -> list[int]:
-    """The reverse timesteps of the correction (1-indexed). ``spacing="n2n"``: ``steps`` of
+    """The reverse timesteps of the correction (1-indexed). ``spacing="from_start"``: ``steps`` of
     them, evenly spaced from ``start`` (default T: the encoded test image is read as z_T, as
     the paper says) down towards 1, e.g. T=10, 5 steps → [10, 8, 6, 4, 2]. ``"official"``:
     the official code's DDIM respacing ("ddim<steps>": the smallest stride k with
@@ -224,7 +224,7 @@ def resize_maps(x: Tensor, size: tuple[int, int], mode: str = "edge") -> Tensor:
     return torch.einsum("ij,bcjk,lk->bcil", wy, x, wx)
 
 
-BOUNDARIES = ("n2n", "official")  # how maps meet the image border: ours, or the official code's
+BOUNDARIES = ("torch", "official")  # how maps meet the image border: ours, or the official code's
 
 
 def discrepancy_maps(
@@ -236,7 +236,7 @@ def discrepancy_maps(
     tau_p: float = 0.4,
     sigma_l: float = 1.0,
     sigma_p: float = 3.0,
-    boundary: str = "n2n",
+    boundary: str = "torch",
 ) -> dict[str, Tensor]:
     """The anomaly maps of Table 4, each (B, 1, H, W) at image size, in [0, 1].
 
@@ -246,7 +246,7 @@ def discrepancy_maps(
     √(latent · pixel); arithmetic: their mean. Clipping at τ stops a few extreme deviations
     from dominating (§4.3); the channel reductions and blurs follow the official code.
     ``boundary="official"`` also treats the border exactly as the official code does
-    (scipy's Gaussian filter, scikit-image's resize); ``"n2n"`` (the default, what the smoke
+    (scipy's Gaussian filter, scikit-image's resize); ``"torch"`` (the default, what the smoke
     results were measured with) pads by mirroring without the edge and resizes like torch."""
     if boundary not in BOUNDARIES:
         raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")

@@ -18,6 +18,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as Fn
@@ -257,13 +258,18 @@ class SynthesisConfig:
     n_augment: int = 2
     grid: int = 8
     # the official code's appearances (official_augment): its ten imgaug operations
-    # ("official", with n_augment=3) instead of DRAEM's seven ("n2n"), also applied to the
+    # ("official", with n_augment=3) instead of DRAEM's seven ("draem"), also applied to the
     # textures (augment_textures), and the image rearranged in strips instead of tiles
-    augmenter: str = "n2n"
+    augmenter: str = "draem"
     augment_textures: bool = False
     rearrange: str = "tiles"  # "tiles" (grid × grid) | "strips" (official_augment.strip_shuffle)
     texture_region: tuple[float, float] = (0.5, 1.0)  # textures: sides of the random part
     max_tries: int = 50
+
+    @staticmethod
+    def legacy(data: dict[str, Any]) -> dict[str, Any]:
+        """A run.json entry of an older n2n, which called DRAEM's augmenter "n2n"."""
+        return {**data, "augmenter": "draem"} if data.get("augmenter") == "n2n" else data
 
 
 @dataclass
@@ -311,12 +317,12 @@ class AnomalySynthesizer:
         b0, b1 = config.beta
         if not 0 <= b0 <= b1 <= 1:
             raise ValueError(f"beta must be a range within [0, 1], got {config.beta}")
-        if config.augmenter not in ("n2n", "official") or config.rearrange not in (
+        if config.augmenter not in ("draem", "official") or config.rearrange not in (
             "tiles",
             "strips",
         ):
             raise ValueError(
-                f"augmenter must be 'n2n' or 'official' and rearrange 'tiles' or 'strips', got "
+                f"augmenter must be 'draem' or 'official' and rearrange 'tiles' or 'strips', got "
                 f"{config.augmenter!r}, {config.rearrange!r}"
             )
         if not 1 <= config.n_augment <= len(_operations(config)):

@@ -357,7 +357,8 @@ def test_paper_profile_is_the_text_and_official_profile_the_code():
     # §5.1: latent patches {1, 2, 4, 8}; nothing about shifts, held-out images or resizing
     assert paper.patch_sizes == (1, 2, 4, 8) and paper.patch_probs == ()
     text = (paper.shuffle, paper.translate, paper.holdout, paper.load_size, paper.spacing)
-    assert text == ("n2n", 0, "none", None, "n2n") and paper.pixel_reference == "input"
+    assert text == ("next_image", 0, "none", None, "from_start")
+    assert paper.pixel_reference == "input"
     # the official code's training and inference protocol, each a named option
     assert official.patch_sizes == (1, 2, 4, 8, 16)
     assert official.patch_probs == (0.3, 0.25, 0.2, 0.15, 0.1)
@@ -373,7 +374,7 @@ def test_paper_profile_is_the_text_and_official_profile_the_code():
     assert not resolve("decodiff", "paper", "visa", ["candle"])[0].rotate_180
     smoke, _ = resolve("decodiff", "smoke", "visa", ["candle"])
     assert (smoke.shuffle, smoke.translate, smoke.rotate_180, smoke.holdout) == (
-        "n2n",
+        "next_image",
         0,
         False,
         "none",

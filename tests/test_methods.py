@@ -200,6 +200,25 @@ def test_a_run_json_that_stored_the_derived_sizes_reads_as_the_same_settings():
         assert from_dict(type(cfg), old) == cfg
 
 
+def test_the_values_once_called_n2n_read_back_under_their_names():
+    """Older n2n wrote "n2n" for six different choices; today's names read the same."""
+    from n2n_core.config import from_dict, to_dict
+
+    cfg, _ = resolve("diffusionad", "smoke", "synthetic", ["cap"])
+    assert (cfg.segmenter.decoder, cfg.synthesis.augmenter) == ("wide", "draem")
+    old = to_dict(cfg)
+    old["segmenter"]["decoder"] = old["synthesis"]["augmenter"] = "n2n"
+    assert from_dict(type(cfg), old) == cfg
+    cfg, _ = resolve("decodiff", "smoke", "synthetic", ["cap"], {"model.network": "unet2d"})
+    renamed = {"network": "unet2d", "shuffle": "next_image", "spacing": "from_start"}
+    renamed["boundary"] = "torch"
+    assert {k: getattr(cfg, k) for k in renamed} == renamed
+    old = {**to_dict(cfg), **dict.fromkeys(renamed, "n2n")}
+    assert from_dict(type(cfg), old) == cfg
+    with pytest.raises(ValueError, match="spacing must be one of"):
+        resolve("decodiff", "smoke", None, [], {"model.spacing": "n2n"})  # only old records
+
+
 @pytest.mark.parametrize("method", ["diffusionad", "decodiff", "patchknn"])
 def test_a_run_json_with_textures_in_train_reads_as_the_same_settings(tmp_path, method):
     """Older n2n kept DiffusionAD's texture folder in the training config, and wrote

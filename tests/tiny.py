@@ -22,7 +22,7 @@ TINY_DIFFUSIONAD = replace(
 TINY_DECODIFF = replace(
     decodiff.PROFILES["smoke"],
     image_size=32,
-    network="n2n",  # the small UNet2DModel: the official network needs 32 channels per level
+    network="unet2d",  # the small UNet2DModel: the official network needs 32 channels per level
     vae=VAEConfig(channels=(8, 8, 8), norm_num_groups=4, steps=3, batch_size=4),
     unet=replace(
         decodiff.PROFILES["smoke"].unet,

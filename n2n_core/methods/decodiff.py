@@ -14,7 +14,7 @@ difference between the first two is an option (docs/profiles.md).
 Inference (§4.3): deviation correction (Eq. 13-14) from the encoded test image, decoding,
 and the anomaly map of Eq. 15. Where the paper is silent we follow the official code
 (github.com/farzad-bz/DeCo-Diff): the network is the official LDM UNet conditioned on the
-category index by cross-attention (``network="official"``, both profiles; ``"n2n"`` is a small
+category index by cross-attention (``network="official"``, both profiles; ``"unet2d"`` is a small
 diffusers UNet2DModel with a class embedding, for tests); one patch size per batch; maps are
 blurred; the image score is the maximum of the map (with a blurred map the max is a
 small-region average, and a single defect region decides whether an image is anomalous). The
@@ -84,6 +84,13 @@ __all__ = [
     "run_vae",
 ]
 
+# the DoD network: n2n's small diffusers UNet2DModel (tests, CPU) or the official LDM UNet
+NETWORKS = ("unet2d", "official")
+# the values older n2n called "n2n", in four fields that meant four different things
+_RENAMED = {
+    "network": "unet2d", "shuffle": "next_image", "spacing": "from_start", "boundary": "torch"
+}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class DeCoDiffConfig:
@@ -102,10 +109,10 @@ class DeCoDiffConfig:
             dropout=0.4,
         )
     )
-    # "n2n": the UNet above (class embedding added to the time embedding); "official": the
+    # "unet2d": the UNet above (class embedding added to the time embedding); "official": the
     # official code's LDM UNet (models.ldm_unet; cross-attention to the class), which loads
     # the released checkpoints
-    network: str = "n2n"
+    network: str = "unet2d"
     official_unet: OfficialUNetConfig = field(
         default_factory=lambda: _unsized(OFFICIAL_UNETS["UNet_L"])
     )
@@ -115,7 +122,7 @@ class DeCoDiffConfig:
     patch_sizes: tuple[int, ...] = (1, 2, 4, 8)  # latent patch sizes (8-64 image pixels at f = 8)
     patch_probs: tuple[float, ...] = ()  # their probabilities; empty: uniform
     shuffle_ratio_max: float = 0.3  # r_shuffle ~ U[0, 0.3]
-    shuffle: str = "n2n"  # shuffled patches: "n2n" (next image, same place) | "official"
+    shuffle: str = "next_image"  # shuffled patches: the next image's, same place | "official"
     # training augmentation before the centre crop, each with p = 0.5: a shift of translate
     # pixels (official: (288 - 256) / 8 = 4) and a 180° rotation (official, VisA only); either
     # one encodes every batch with the VAE, as the official code. translate_draw: "uniform",
@@ -129,8 +136,8 @@ class DeCoDiffConfig:
     strategy: str = "z_t-1"  # Table 3: "z_t-1" (Eq. 14) or "z_0"
     reverse_steps: int = 5
     start_t: int | None = None  # None: T
-    spacing: str = "n2n"  # correction timesteps: "n2n" [T, T-s, ...] | "official" [9, 7, 5, 3, 1]
-    boundary: str = "n2n"  # map borders: "n2n" | "official" (scipy blur, scikit-image resize)
+    spacing: str = "from_start"  # correction timesteps: [T, T-s, ...] | "official" [9, 7, .., 1]
+    boundary: str = "torch"  # map borders: torch's | "official" (scipy blur, skimage resize)
     anomaly_map: str = "geometric"  # Table 4 / Eq. 15
     pixel_reference: str = "input"  # x0 of Eq. 15: "input" (paper) | "reconstruction" (code)
     tau_l: float = 0.2
@@ -141,7 +148,7 @@ class DeCoDiffConfig:
     def __post_init__(self) -> None:
         choices = {
             "strategy": STRATEGIES, "pixel_reference": ("input", "reconstruction"),
-            "anomaly_map": MAP_KINDS, "network": ("n2n", "official"), "shuffle": SHUFFLES,
+            "anomaly_map": MAP_KINDS, "network": NETWORKS, "shuffle": SHUFFLES,
             "translate_draw": ("uniform", "constant"), "holdout": HOLDOUTS,
             "boundary": BOUNDARIES,
         }  # fmt: skip
@@ -208,8 +215,8 @@ class DeCoDiffConfig:
 
     @staticmethod
     def legacy(data: dict[str, Any]) -> dict[str, Any]:
-        """A run.json model entry written before the derived sizes were dropped (they were
-        stored, always equal to what the properties above compute)."""
+        """A run.json model entry of an older n2n: the derived sizes stored (always equal to
+        what the properties above compute), and "n2n" as a value of four fields."""
         unset = {
             "unet": {"image_size": None, "num_classes": 0},
             "official_unet": {"latent_size": None, "ncls": None},
@@ -218,6 +225,9 @@ class DeCoDiffConfig:
         for part, values in unset.items():
             if isinstance(data.get(part), dict):
                 data[part] = {**data[part], **values}
+        for key, value in _RENAMED.items():
+            if data.get(key) == "n2n":
+                data[key] = value
         return data
 
 
@@ -253,7 +263,7 @@ PROFILES = {
     ),
     # CPU minutes: 64 px, a small KL-f4 autoencoder trained on the data (16²×4 latents), a
     # tiny instance of the official network (base 32, one block per level); the map blur
-    # scaled with the resolution. ``network="n2n"`` selects the small UNet2DModel below. The
+    # scaled with the resolution. ``network="unet2d"`` selects the small UNet2DModel below. The
     # autoencoder trains 1800 steps: its blur is what the pixel term of Eq. 15 sees on every
     # edge (the measurements behind both choices: benchmarks/RESULTS.md).
     "smoke": DeCoDiffConfig(

@@ -10,7 +10,7 @@ concatenations. Two decoders (``SegmenterConfig.decoder``):
   (models/Seg_subnetwork.py): each upsampling convolution narrows to the width of the level
   below the skip it meets (512, 256, 128, 64, 64), so the decoder halves as it climbs;
   28.4 M parameters at base 64 with 6 input channels. The paper and official profiles.
-- ``"n2n"``: the decoder n2n started with, which widens each upsampling to its skip's width
+- ``"wide"``: the decoder n2n started with, which widens each upsampling to its skip's width
   (512, 512, 256, 128, 64): 36.9 M parameters at base 64. Kept for the smoke profile (its
   tiny segmenter is cheap either way) and for run folders made before the option existed.
 """
@@ -18,6 +18,7 @@ concatenations. Two decoders (``SegmenterConfig.decoder``):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 __all__ = ["SegmentationNet", "SegmenterConfig"]
 
 
-DECODERS = ("draem", "n2n")
+DECODERS = ("draem", "wide")
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,12 @@ class SegmenterConfig:
     in_channels: int = 6
     base: int = 64
     multipliers: tuple[int, ...] = (1, 2, 4, 8, 8, 8)
-    decoder: str = "n2n"  # "draem" (official, paper) | "n2n" (wider; runs made before)
+    decoder: str = "wide"  # "draem" (official, paper) | "wide" (the smoke profile)
+
+    @staticmethod
+    def legacy(data: dict[str, Any]) -> dict[str, Any]:
+        """A run.json entry of an older n2n, which called the wide decoder "n2n"."""
+        return {**data, "decoder": "wide"} if data.get("decoder") == "n2n" else data
 
     def __post_init__(self) -> None:
         if self.decoder not in DECODERS:
