@@ -63,19 +63,19 @@ def run_job(job: str, data: Path) -> dict:
         torch.cuda.synchronize()
         values = {}
     elif job == "n2n_all_seven_cuda":
-        from n2n_core.metrics import evaluate
+        from n2n_core.metrics import compute
 
-        values = evaluate(maps_cuda, masks)
+        values = compute(maps_cuda, masks)
     elif job == "n2n_all_seven_torch_cpu":
         import torch
 
-        from n2n_core.metrics import evaluate
+        from n2n_core.metrics import compute
 
-        values = evaluate(torch.from_numpy(maps), masks, backend="torch")
+        values = compute(torch.from_numpy(maps), masks, backend="torch")
     elif job == "n2n_all_seven":
-        from n2n_core.metrics import evaluate
+        from n2n_core.metrics import compute
 
-        values = evaluate(maps, masks)
+        values = compute(maps, masks)
     elif job == "n2n_pixel_pass":
         from n2n_core.metrics import pixel_metrics
 

@@ -34,7 +34,7 @@ from n2n_core.metrics import (
     METRIC_KEYS,
     OFFICIAL_GRID,
     aupro_grid,
-    evaluate,
+    compute,
     mean_or_none,
     mean_table,
 )
@@ -178,7 +178,7 @@ def metrics_of(
     ``extras["score_<kind>"]``)."""
     maps = pred.maps if kind is None else pred.extras[kind]
     scores = pred.scores if kind is None else pred.extras[f"score_{kind}"]
-    m = evaluate(maps[:, 0], masks[:, 0] > 0.5, scores, labels)
+    m = compute(maps[:, 0], masks[:, 0] > 0.5, scores, labels)
     return {k: float(m[k]) for k in METRIC_KEYS}
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "OFFICIAL_GRID",
     "aupro_grid",
     "binary_metrics",
+    "compute",
     "evaluate",
     "grid_pro_curve",
     "mean_or_none",
@@ -605,7 +606,7 @@ def aupro_grid(
 
 
 # ----------------------------------------------------------------------------- one entry
-def evaluate(
+def compute(
     maps: object,
     masks: object,
     image_scores: object | None = None,
@@ -650,6 +651,17 @@ def evaluate(
         grid_maps = a if isinstance(a, np.ndarray) else _to_numpy(a, "maps")
         out[OFFICIAL_GRID] = aupro_grid(grid_maps, m, official_grid, fpr_limit=fpr_limit)
     return out
+
+
+def evaluate(*args: object, **kwargs: object) -> dict[str, float]:
+    """The former name of ``compute`` (it read like ``n2n_core.evaluate``, which evaluates a
+    run folder); kept for scripts written against it, with a DeprecationWarning."""
+    warnings.warn(
+        "n2n_core.metrics.evaluate is now metrics.compute (same arguments)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return compute(*args, **kwargs)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------- tables

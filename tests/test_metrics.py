@@ -139,10 +139,17 @@ def test_invariant_under_strictly_increasing_transforms():
     maps, masks = random_case(3, n=8, size=16)
     maps = np.round(maps, 2)  # well-separated values survive the transforms in float32
     scores = maps.max(axis=(1, 2))
-    ref = M.evaluate(maps, masks, scores)
+    ref = M.compute(maps, masks, scores)
     for f in (lambda v: 3 * v + 7, lambda v: np.exp(v / 2), lambda v: np.arctan(v / 5)):
-        got = M.evaluate(f(maps.astype(np.float64)), masks, f(scores.astype(np.float64)))
+        got = M.compute(f(maps.astype(np.float64)), masks, f(scores.astype(np.float64)))
         assert got == pytest.approx(ref, abs=1e-12)
+
+
+def test_the_former_name_evaluate_warns_and_computes_the_same():
+    maps, masks = random_case(4, n=6, size=16)
+    with pytest.warns(DeprecationWarning, match=r"metrics\.compute"):
+        old = M.evaluate(maps, masks, official_grid="decodiff")
+    assert old == M.compute(maps, masks, official_grid="decodiff")
 
 
 def test_float64_maps_are_ranked_at_float64_precision():
@@ -165,7 +172,7 @@ def test_float64_maps_are_ranked_at_float64_precision():
     assert got32 < want
     big = np.full(masks.shape, 1e8)
     big[masks] += 3  # 1e8 + 3 vs 1e8: equal in float32
-    out = M.evaluate(big, masks)
+    out = M.compute(big, masks)
     assert out["pixel_auroc"] == out["pixel_ap"] == 1.0  # float32: 0.5 and a fraction
     assert out["pixel_aupro"] == pytest.approx(1.0, abs=1e-12)
     assert M.binary_metrics(big.reshape(len(big), -1).max(1), masks.any((1, 2)))["auroc"] == 1.0
@@ -173,7 +180,7 @@ def test_float64_maps_are_ranked_at_float64_precision():
 
 def test_evaluate_returns_the_seven_keys_and_accepts_torch():
     maps, masks = random_case(5)
-    out = M.evaluate(torch.from_numpy(maps).unsqueeze(1), torch.from_numpy(masks))
+    out = M.compute(torch.from_numpy(maps).unsqueeze(1), torch.from_numpy(masks))
     assert tuple(out) == M.METRIC_KEYS
     assert all(isinstance(v, float) and 0 <= v <= 1 for v in out.values())
     assert out["image_auroc"] == pytest.approx(
@@ -183,9 +190,9 @@ def test_evaluate_returns_the_seven_keys_and_accepts_torch():
 
 def test_grid_aupro_is_opt_in_and_differs_from_exact():
     maps, masks = random_case(11, n=10, size=24)
-    exact = M.evaluate(maps, masks)
+    exact = M.compute(maps, masks)
     assert M.OFFICIAL_GRID not in exact
-    both = M.evaluate(maps, masks, official_grid="decodiff")
+    both = M.compute(maps, masks, official_grid="decodiff")
     assert both["pixel_aupro"] == exact["pixel_aupro"]
     assert both[M.OFFICIAL_GRID] == M.aupro_grid(maps, masks, "decodiff")
     # the grid version rescales FPR to [0, 1] and moves under a monotone transform
@@ -312,7 +319,7 @@ def test_bad_input_is_named(kwargs, match):
     masks[0, 1, 1] = True
     args = {"maps": maps, "masks": masks, **kwargs}
     with pytest.raises((ValueError, TypeError), match=match):
-        M.evaluate(**args)
+        M.compute(**args)
 
 
 def test_an_anomalous_image_without_defect_pixels_counts_at_image_level_only():
@@ -322,7 +329,7 @@ def test_an_anomalous_image_without_defect_pixels_counts_at_image_level_only():
     assert labels[0]
     masks[0] = False  # image 0 stays anomalous (label 1) but has no defect pixel any more
     scores = maps.max(axis=(1, 2))
-    got = M.evaluate(maps, masks, scores, labels)
+    got = M.compute(maps, masks, scores, labels)
     pixel = M.pixel_metrics(maps, masks)
     assert all(got[k] == pytest.approx(v, abs=1e-12) for k, v in pixel.items())
     image = M.binary_metrics(scores, labels)
@@ -354,8 +361,8 @@ def test_torch_backend_equals_the_numpy_path(seed, levels):
     maps[1, :2] = -0.0
     maps[3, :2] = 0.0
     t, tm = torch.from_numpy(maps), torch.from_numpy(masks)
-    want = M.evaluate(maps, masks, official_grid="diffusionad")
-    got = M.evaluate(t.unsqueeze(1), tm, official_grid="diffusionad", backend="torch")
+    want = M.compute(maps, masks, official_grid="diffusionad")
+    got = M.compute(t.unsqueeze(1), tm, official_grid="diffusionad", backend="torch")
     assert got.keys() == want.keys() and got == pytest.approx(want, abs=1e-12)
     for chunk in (1, 97):
         got = M.pixel_metrics(t, tm, chunk_size=chunk, backend="torch")

@@ -356,8 +356,8 @@ def test_half_precision_maps_are_scored_as_float32():
     masks = np.zeros((4, 8, 8), bool)
     masks[0, 2:4, 2:4] = masks[2, 5:7, 1:3] = True
     maps = torch.from_numpy(rng.random((4, 8, 8)).astype(np.float32) + masks)
-    want = metrics.evaluate(maps.bfloat16().float(), masks)
-    got = metrics.evaluate(maps.bfloat16(), masks)
+    want = metrics.compute(maps.bfloat16().float(), masks)
+    got = metrics.compute(maps.bfloat16(), masks)
     assert got == want
 
 
