@@ -41,7 +41,7 @@ def bench(method: str, tag: str, seed: int, overrides: dict) -> list[dict]:
 
     name = f"{method}-photos" + (f"-{tag}" if tag else "") + (f"-seed{seed}" if seed else "")
     out = default_runs() / "smoke" / name
-    reproduce(f"{method}-photos", "smoke", runs=out, overrides=overrides, seed=seed)
+    reproduce(f"{method}-photos", profile="smoke", runs=out, overrides=overrides, seed=seed)
     rows = []
     if (out / "model.safetensors").is_file():  # one multi-class model
         per_cat, secs = metrics_per_category(out), _seconds(out)

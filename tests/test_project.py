@@ -135,3 +135,62 @@ def test_no_matplotlib_or_widgets_outside_viz():
             continue
         text = py.read_text(encoding="utf-8")
         assert not re.search(r"^\s*(import|from) (matplotlib|ipywidgets)", text, re.M), py
+
+
+def _library_calls(source: str):
+    """(name, object, call) for every call of a name imported ``from n2n_core... import``."""
+    import importlib
+
+    tree = ast.parse(source)
+    imported = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("n2n_core"):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                obj = getattr(module, alias.name, None)
+                if obj is None:  # a submodule imported by name
+                    obj = importlib.import_module(f"{node.module}.{alias.name}")
+                imported[alias.asname or alias.name] = obj
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id in imported:
+                yield node.func.id, imported[node.func.id], node
+
+
+def _sources():
+    for path in sorted([*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "scripts").glob("*.py")]):
+        yield path.name, path.read_text(encoding="utf-8")
+    for nb in NOTEBOOKS:
+        lines = [  # IPython's ! and % lines become a pass at their indentation
+            line if not line.lstrip().startswith(("!", "%"))
+            else line[: len(line) - len(line.lstrip())] + "pass"
+            for cell in _code_cells(nb) for line in _src(cell).splitlines()
+        ]  # fmt: skip
+        yield nb.name, "\n".join(lines)
+
+
+def test_benchmarks_scripts_and_notebooks_call_the_library_as_it_is():
+    """Every name they import from n2n_core exists, and every call of one binds to its
+    signature (a renamed function or a keyword-only argument passed by position fails here,
+    not in a user's hour-long benchmark)."""
+    import inspect
+
+    checked = 0
+    for name, source in _sources():
+        for fn, obj, call in _library_calls(source):
+            if any(isinstance(a, ast.Starred) for a in call.args) or any(
+                k.arg is None for k in call.keywords
+            ):
+                continue
+            try:
+                sig = inspect.signature(obj)
+            except (TypeError, ValueError):
+                continue
+            args = [None] * len(call.args)
+            kwargs = dict.fromkeys(k.arg for k in call.keywords)
+            try:
+                sig.bind(*args, **kwargs)
+            except TypeError as e:
+                pytest.fail(f"{name}:{call.lineno}: {fn}(...) does not fit {fn}{sig}: {e}")
+            checked += 1
+    assert checked > 50
