@@ -1,12 +1,17 @@
 """The photographic benchmark (issue #16): DiffusionAD, DeCo-Diff and the patch nearest-neighbour
 baseline trained and evaluated on ``data/photos`` (built on first use: foliage, dahlia,
 portrait) at the smoke profile, with the training time of each category on this machine.
+``--part confirmation`` runs the confirmation categories instead (galaxies, espresso, built into
+``data/photos-confirmation`` from scikit-image's photographs: ``pip install scikit-image``):
+a variant is chosen on the tuning categories (foliage, dahlia) and kept only if it also helps
+the confirmation ones (the portrait and these two; ``n2n_core.data.photos``).
 
     python benchmarks/photos_bench.py                       # all three methods, seed 0
     python benchmarks/photos_bench.py --methods patchknn diffusionad --seed 1
     python benchmarks/photos_bench.py --methods diffusionad --tag lr3e-4 --set train.lr=3e-4
+    python benchmarks/photos_bench.py --part confirmation --methods patchknn diffusionad
 
-Runs go to ``runs/smoke/<method>-photos[-<tag>][-seed<k>]``; each line of
+Runs go to ``runs/smoke/<method>-photos[-confirmation][-<tag>][-seed<k>]``; each line of
 ``benchmarks/photos_results.jsonl`` is one (method, tag, seed, category) with image AUROC,
 pixel AUPRO, pixel AP and training seconds, and the table of all lines is printed. A finished
 run is reused (delete its folder to train again). Run nothing else on the machine meanwhile:
@@ -34,14 +39,36 @@ def _seconds(run: Path) -> float:
     return total
 
 
-def bench(method: str, tag: str, seed: int, overrides: dict) -> list[dict]:
+def _confirmation(method: str, out: Path, seed: int, overrides: dict) -> None:
+    """Train and evaluate ``method`` on the confirmation categories (``--data folder``): one
+    run per category, or one model for both (DeCo-Diff), in ``out``."""
+    from n2n_core.data.photos import CONFIRMATION, ensure_photos
+    from n2n_core.evaluate import evaluate_run
+    from n2n_core.methods import get, resolve
+    from n2n_core.paths import default_root
+    from n2n_core.train import DataSpec, ensure_trained
+
+    root = ensure_photos(default_root() / "photos-confirmation", categories=tuple(CONFIRMATION))
+    cats = sorted(CONFIRMATION)
+    groups = [(c, [c], out / c) for c in cats] if get(method).per_category else [("all", cats, out)]
+    for category, names, run in groups:
+        cfg, tcfg = resolve(method, "smoke", "folder", names, {**overrides, "train.seed": seed})
+        ensure_trained(run, cfg, tcfg, DataSpec("folder", str(root), category))
+        evaluate_run(run, seed)
+
+
+def bench(method: str, tag: str, seed: int, overrides: dict, part: str = "photos") -> list[dict]:
     from n2n_core.paths import default_runs
     from n2n_core.reproduce import reproduce
     from n2n_core.run_files import metrics_per_category
 
-    name = f"{method}-photos" + (f"-{tag}" if tag else "") + (f"-seed{seed}" if seed else "")
+    name = f"{method}-photos" + ("-confirmation" if part == "confirmation" else "")
+    name += (f"-{tag}" if tag else "") + (f"-seed{seed}" if seed else "")
     out = default_runs() / "smoke" / name
-    reproduce(f"{method}-photos", profile="smoke", runs=out, overrides=overrides, seed=seed)
+    if part == "confirmation":
+        _confirmation(method, out, seed, overrides)
+    else:
+        reproduce(f"{method}-photos", profile="smoke", runs=out, overrides=overrides, seed=seed)
     rows = []
     if (out / "model.safetensors").is_file():  # one multi-class model
         per_cat, secs = metrics_per_category(out), _seconds(out)
@@ -61,8 +88,10 @@ def table(lines: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in lines:
         groups[(r["method"], r["tag"], r["category"])].append(r)
-    out = ["| method | tag | category | seeds | image AUROC | pixel AUPRO | pixel AP | train s |",
-           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    from n2n_core.data.photos import TUNING
+
+    out = ["| method | tag | category | part | seeds | image AUROC | pixel AUPRO | pixel AP | "
+           "train s |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for (method, tag, cat), rs in sorted(groups.items()):
         cells = []
         for k in (*KEYS, "seconds"):
@@ -70,7 +99,9 @@ def table(lines: list[dict]) -> str:
             spread = f" ({min(v):.1f}–{max(v):.1f})" if len(v) > 1 else ""
             mean = sum(v) / len(v)
             cells.append(f"{mean:.0f}" if k == "seconds" else f"{mean:.1f}{spread}")
-        out.append(f"| {method} | {tag or '-'} | {cat} | {len(rs)} | " + " | ".join(cells) + " |")
+        part = "tuning" if cat in TUNING else "confirmation"
+        row = f"| {method} | {tag or '-'} | {cat} | {part} | {len(rs)} | " + " | ".join(cells)
+        out.append(row + " |")
     return "\n".join(out)
 
 
@@ -82,15 +113,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="", help="names a variant (with --set)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--part", choices=("photos", "confirmation"), default="photos",
+        help="photos: foliage, dahlia (tuning) and the portrait; confirmation: galaxies, espresso",
+    )  # fmt: skip
     p.add_argument("--table", action="store_true", help="only print the table of the results file")
     args = p.parse_args(argv)
     if args.set and not args.tag:
         p.error("--set needs a --tag naming the variant")
     if not args.table:
         for method in args.methods:
-            rows = bench(method, args.tag, args.seed, _settings(args.set))
-            key = (method, args.tag, args.seed)
-            keep = [r for r in _read() if (r["method"], r["tag"], r["seed"]) != key]
+            rows = bench(method, args.tag, args.seed, _settings(args.set), args.part)
+            new = {(method, args.tag, args.seed, r["category"]) for r in rows}
+            keep = [
+                r for r in _read() if (r["method"], r["tag"], r["seed"], r["category"]) not in new
+            ]
             RESULTS.write_text("".join(json.dumps(r) + "\n" for r in keep + rows))
     print(table(_read()))
     return 0

@@ -133,3 +133,53 @@ def test_data_command_prints_each_categorys_kind(small, capsys):
     assert cli.main(["data", "folder", "--root", str(small), "--no-open"]) == 0
     lines = {ln.split()[0]: ln.split()[1] for ln in capsys.readouterr().out.splitlines()}
     assert lines == {"dahlia": "object", "foliage": "texture", "portrait": "object"}
+
+
+# ------------------------------------------------------------- the confirmation categories
+def test_tuning_and_confirmation_parts_are_fixed_and_disjoint():
+    """The split a profile is chosen on (tuning) and checked on (the rest) is data, decided
+    before anything was measured on the confirmation part."""
+    assert set(P.TUNING) < set(P.CATEGORIES)
+    assert not set(P.CONFIRMATION) & set(P.CATEGORIES)
+    confirm = [c for c in P.KINDS if c not in P.TUNING]
+    assert confirm == ["portrait", "galaxies", "espresso"]
+    assert {P.KINDS[c] for c in confirm} == {"texture", "object"}
+
+
+def test_the_default_photos_set_is_unchanged_by_the_confirmation_categories(tmp_path):
+    """``--data photos`` keeps its three categories and its manifest, so a built set stays
+    valid; the confirmation categories go to a folder of their own, listed in its manifest."""
+    built = P.ensure_photos(tmp_path / "p", SMALL)
+    manifest = json.loads((built / P.MANIFEST).read_text())
+    assert "categories" not in manifest and list_categories("photos", built) == sorted(P.CATEGORIES)
+    with pytest.raises(ValueError, match=r"no photographic category \['gravel'\]"):
+        P.generate_photos(tmp_path / "x", SMALL, ("gravel",))
+
+
+def test_missing_confirmation_photographs_say_how_to_get_them(tmp_path, monkeypatch):
+    real = P._package_dir
+    monkeypatch.setattr(P, "_package_dir", lambda p: None if p == "skimage" else real(p))
+    monkeypatch.setattr(P, "_PHOTOS", {})
+    with pytest.raises(DatasetError, match="pip install scikit-image"):
+        P.generate_photos(tmp_path / "c", SMALL, tuple(P.CONFIRMATION))
+
+
+def test_confirmation_categories_build_and_read_as_folder_data(tmp_path):
+    pytest.importorskip("skimage", reason="the confirmation photographs ship with scikit-image")
+    root = P.ensure_photos(tmp_path / "c", SMALL, tuple(P.CONFIRMATION))
+    assert json.loads((root / P.MANIFEST).read_text())["categories"] == list(P.CONFIRMATION)
+    assert list_categories("folder", root) == sorted(P.CONFIRMATION)
+    for cat, kind in P.CONFIRMATION.items():
+        assert category_kind("folder", root, cat) == kind
+        test = load_samples("folder", root, cat, "test")
+        assert sorted({s.defect for s in test if s.label}) == sorted(P.DEFECTS)
+        for defect in P.DEFECTS:  # each defect changes exactly its mask
+            rng = np.random.default_rng([7, P.DEFECTS.index(defect)])
+            img = P._normal(cat, "test", rng, 96)
+            trial = img.copy()
+            m = P._apply(cat, defect, rng, trial)
+            diff = np.abs(trial - img).max(axis=2)
+            assert not (diff[~m] > 0).any() and m.sum() >= 12
+    assert _digest(P.generate_photos(tmp_path / "again", SMALL, tuple(P.CONFIRMATION))) == (
+        _digest(root)
+    )

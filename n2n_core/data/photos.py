@@ -3,6 +3,11 @@ packages (scikit-learn's ``china.jpg`` and ``flower.jpg``, matplotlib's ``grace_
 built offline from a seed. scikit-image's texture photographs are deliberately not used: they
 stay free for a held-out check.
 
+Its categories are split, before anything was measured on the second part, into a tuning part
+(``foliage``, ``dahlia``: a profile may be chosen on them) and a confirmation part (``portrait``
+and two categories from photographs nobody had used here, ``CONFIRMATION``, built only on
+request into their own folder): a change is kept only if it helps both.
+
 - ``foliage`` (texture, fine and stochastic): 64-px crops of the two groves of trees in
   ``china.jpg`` (→ 96 px, so the smoke profile's 64 px sees the leaves at their native scale).
   Training crops come from the left part of each grove, test crops from the right part: no
@@ -12,6 +17,10 @@ stay free for a held-out check.
   by a few pixels, 280 px → 96.
 - ``portrait`` (object): Grace Hopper's portrait, turned ±4°, shifted and scaled by a few per cent,
   360 px → 96. A subject with fine detail (hair, lace, glasses) everywhere.
+- ``galaxies`` (texture, fine and stochastic; confirmation): 96-px crops of scikit-image's
+  ``hubble_deep_field.jpg``, training crops from its left part, test crops from its right part.
+- ``espresso`` (object; confirmation): the cup and saucer of scikit-image's ``coffee.png``
+  turned ±6°, shifted and scaled by a few per cent, 360 px → 96.
 
 Every image gets its own brightness, contrast and a little sensor noise. Defects are drawn by
 code unrelated to the training-time synthesis of ``n2n_core.synthesis`` (Perlin regions blended
@@ -44,9 +53,16 @@ from n2n_core.data.synthetic import (
     ensure_generated,
 )
 
-__all__ = ["CATEGORIES", "DEFECTS", "PhotoSpec", "ensure_photos", "generate_photos", "render_photo"]
+__all__ = [
+    "CATEGORIES", "CONFIRMATION", "DEFECTS", "TUNING", "PhotoSpec", "ensure_photos",
+    "generate_photos", "render_photo",
+]  # fmt: skip
 
-CATEGORIES = {"foliage": "texture", "dahlia": "object", "portrait": "object"}
+CATEGORIES = {"foliage": "texture", "dahlia": "object", "portrait": "object"}  # --data photos
+# photographs of scikit-image (installed on request) that no n2n measurement had used
+CONFIRMATION = {"galaxies": "texture", "espresso": "object"}
+KINDS = {**CATEGORIES, **CONFIRMATION}
+TUNING = ("foliage", "dahlia")  # the rest of KINDS confirms
 DEFECTS = ("scratch", "stain", "smudge", "foreign", "shift")
 VERSION = 1
 MANIFEST = "n2n_photos.json"
@@ -73,18 +89,24 @@ def _package_dir(package: str) -> Path | None:
     )
 
 
+_PACKAGES = {  # photograph → (package, folder inside it, how to get it)
+    "china.jpg": ("sklearn", "datasets/images", "reinstall scikit-learn (`make install`)"),
+    "flower.jpg": ("sklearn", "datasets/images", "reinstall scikit-learn (`make install`)"),
+    "grace_hopper.jpg": ("matplotlib", "mpl-data/sample_data", "reinstall matplotlib"),
+    "hubble_deep_field.jpg": ("skimage", "data", "`pip install scikit-image`"),
+    "coffee.png": ("skimage", "data", "`pip install scikit-image`"),
+}
+
+
 def _source(name: str) -> Image.Image:
     """One shipped photograph, RGB."""
-    package, inner = (
-        ("sklearn", "datasets/images") if name in ("china.jpg", "flower.jpg")
-        else ("matplotlib", "mpl-data/sample_data")
-    )  # fmt: skip
+    package, inner, fix = _PACKAGES[name]
     where = _package_dir(package)
     path = (where / inner / name) if where else Path(f"<{package} not installed>") / name
     if not path.is_file():
         raise DatasetError(
-            f"the photograph {path} is missing: the photographic benchmark is built from the "
-            f"sample images of scikit-learn and matplotlib; reinstall {package} (`make install`)"
+            f"the photograph {path} is missing: the photographic benchmark is built from "
+            f"sample images that ship with Python packages; {fix}"
         )
     with Image.open(path) as im:
         return im.convert("RGB")
@@ -133,13 +155,28 @@ def _posed(
     return np.asarray(im, dtype=np.float64) / 255
 
 
+def _galaxies(rng: np.random.Generator, split: str, s: int) -> np.ndarray:
+    """A 96-px piece of the deep field: the left part (x < 470) trains, the right (x ≥ 530)
+    tests; flipped and turned by quarter turns (the sky has no up)."""
+    c = 96
+    x0, x1 = (0, 470) if split == "train" else (530, 1000)
+    x, y = rng.integers(x0, x1 - c + 1), rng.integers(0, 872 - c + 1)
+    im = _photo("hubble_deep_field.jpg").crop((x, y, x + c, y + c))
+    img = np.asarray(im.resize((s, s), Image.Resampling.LANCZOS), dtype=np.float64) / 255
+    return np.rot90(img[:, ::-1] if rng.random() < 0.5 else img, rng.integers(4)).copy()
+
+
 def _normal(category: str, split: str, rng: np.random.Generator, s: int) -> np.ndarray:
     if category == "foliage":
         img = _foliage(rng, split, s)
     elif category == "dahlia":
         img = _posed(rng, "flower.jpg", (307, 222), 280, s, rng.uniform(0, 360), 6)
-    else:
+    elif category == "portrait":
         img = _posed(rng, "grace_hopper.jpg", (256, 220), 360, s, rng.uniform(-4, 4), 6, 0.03)
+    elif category == "galaxies":
+        img = _galaxies(rng, split, s)
+    else:
+        img = _posed(rng, "coffee.png", (285, 200), 360, s, rng.uniform(-6, 6), 6, 0.03)
     return img * rng.uniform(0.92, 1.08) + rng.uniform(-0.03, 0.03)  # exposure, black level
 
 
@@ -169,7 +206,7 @@ def _apply(category: str, defect: str, rng: np.random.Generator, img: np.ndarray
     c = (s - 1) / 2
     inside = (
         np.ones((s, s), bool)
-        if CATEGORIES[category] == "texture"
+        if KINDS[category] == "texture"
         else _ellipse(s, c, c, 0.36 * s, 0.36 * s)
     )
     inside[: s // 10] = inside[-s // 10 :] = False  # keep defects off the border
@@ -201,8 +238,8 @@ def render_photo(
     category: str, split: str, rng: np.random.Generator, size: int = 96, defect: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """One image: (H, W, 3) uint8 and its defect mask (H, W) bool (all False if normal)."""
-    if category not in CATEGORIES:
-        raise ValueError(f"category must be one of {sorted(CATEGORIES)}, got {category!r}")
+    if category not in KINDS:
+        raise ValueError(f"category must be one of {sorted(KINDS)}, got {category!r}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if defect is not None and defect not in DEFECTS:
@@ -222,11 +259,20 @@ def render_photo(
     return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8), mask
 
 
-def generate_photos(root: Path | str, spec: PhotoSpec = PhotoSpec()) -> Path:
+def generate_photos(
+    root: Path | str, spec: PhotoSpec = PhotoSpec(), categories: tuple[str, ...] | None = None
+) -> Path:
     """Write the benchmark under ``root`` (MVTec layout, a ``category.json`` per category
-    saying texture or object) with a manifest; returns ``root``."""
+    saying texture or object) with a manifest; returns ``root``. ``categories``: default
+    ``CATEGORIES`` (``--data photos``); ``tuple(CONFIRMATION)`` builds the confirmation set
+    (``--data folder`` reads it)."""
     root = Path(root)
-    for ci, cat in enumerate(CATEGORIES):
+    names = tuple(CATEGORIES) if categories is None else tuple(categories)
+    unknown = sorted(set(names) - set(KINDS))
+    if unknown:
+        raise ValueError(f"no photographic category {unknown}; categories: {sorted(KINDS)}")
+    for cat in names:
+        ci = list(KINDS).index(cat)
         jobs = [("train", "good", i) for i in range(spec.n_train)]
         jobs += [("test", "good", i) for i in range(spec.n_test_good)]
         jobs += [("test", d, i) for d in DEFECTS for i in range(spec.n_per_defect)]
@@ -240,16 +286,23 @@ def generate_photos(root: Path | str, spec: PhotoSpec = PhotoSpec()) -> Path:
             if defect != "good":
                 _save_png(root / cat / "ground_truth" / defect / f"{i:03d}_mask.png",
                           mask.astype(np.uint8) * 255)  # fmt: skip
-        (root / cat / "category.json").write_text(json.dumps({"kind": CATEGORIES[cat]}) + "\n")
-    (root / MANIFEST).write_text(json.dumps(_manifest(spec), indent=2) + "\n")
+        (root / cat / "category.json").write_text(json.dumps({"kind": KINDS[cat]}) + "\n")
+    (root / MANIFEST).write_text(json.dumps(_manifest(spec, names), indent=2) + "\n")
     return root
 
 
-def _manifest(spec: PhotoSpec) -> dict:
-    return {"generator": "n2n_core.data.photos", "version": VERSION, **asdict(spec)}
+def _manifest(spec: PhotoSpec, names: tuple[str, ...] = tuple(CATEGORIES)) -> dict:
+    out = {"generator": "n2n_core.data.photos", "version": VERSION, **asdict(spec)}
+    return out if names == tuple(CATEGORIES) else {**out, "categories": list(names)}
 
 
-def ensure_photos(root: Path | str, spec: PhotoSpec = PhotoSpec()) -> Path:
-    """Build the photographic benchmark at ``root`` unless the same one is already there
-    (atomically, as :func:`n2n_core.data.synthetic.ensure_synthetic`)."""
-    return ensure_generated(root, MANIFEST, _manifest(spec), lambda tmp: generate_photos(tmp, spec))
+def ensure_photos(
+    root: Path | str, spec: PhotoSpec = PhotoSpec(), categories: tuple[str, ...] | None = None
+) -> Path:
+    """Build the photographic benchmark (``categories`` as in ``generate_photos``) at ``root``
+    unless the same one is already there (atomically, as
+    :func:`n2n_core.data.synthetic.ensure_synthetic`)."""
+    names = tuple(CATEGORIES) if categories is None else tuple(categories)
+    return ensure_generated(
+        root, MANIFEST, _manifest(spec, names), lambda tmp: generate_photos(tmp, spec, names)
+    )
