@@ -46,6 +46,7 @@ def _confirmation(method: str, out: Path, seed: int, overrides: dict) -> None:
     from n2n_core.evaluate import evaluate_run
     from n2n_core.methods import get, resolve
     from n2n_core.paths import default_root
+    from n2n_core.run_folder import RunFolder
     from n2n_core.train import DataSpec, ensure_trained
 
     root = ensure_photos(default_root() / "photos-confirmation", categories=tuple(CONFIRMATION))
@@ -54,7 +55,8 @@ def _confirmation(method: str, out: Path, seed: int, overrides: dict) -> None:
     for category, names, run in groups:
         cfg, tcfg = resolve(method, "smoke", "folder", names, {**overrides, "train.seed": seed})
         ensure_trained(run, cfg, tcfg, DataSpec("folder", str(root), category))
-        evaluate_run(run, seed)
+        if not RunFolder(run).evaluated:  # as reproduce does for the photos part
+            evaluate_run(run)
 
 
 def bench(method: str, tag: str, seed: int, overrides: dict, part: str = "photos") -> list[dict]:

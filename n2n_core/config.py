@@ -10,7 +10,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["DataSpec", "TrainConfig", "categories_of", "from_dict", "to_dict"]
+__all__ = ["DataSpec", "TrainConfig", "categories_of", "from_dict", "renamed", "to_dict"]
 
 C = TypeVar("C")
 PRECISIONS = ("no", "bf16", "fp16", "auto")
@@ -18,6 +18,13 @@ PRECISIONS = ("no", "bf16", "fp16", "auto")
 
 def to_dict(cfg: object) -> dict[str, Any]:
     return dataclasses.asdict(cfg)  # type: ignore[arg-type]
+
+
+def renamed(data: dict[str, Any], old: str, new: dict[str, str]) -> dict[str, Any]:
+    """A run.json entry written before a choice was renamed: each field of ``new`` that holds
+    ``old`` gets its new value (a config's ``legacy`` reader calls this)."""
+    hits = {field: value for field, value in new.items() if data.get(field) == old}
+    return {**data, **hits} if hits else data
 
 
 def from_dict(cls: type[C], data: dict[str, Any]) -> C:

@@ -168,11 +168,12 @@ def check(
         try:
             method.prepare(cfg, tcfg, data)
         except ValueError:
-            if not (download and method.downloads(cfg)):
+            needed = method.downloads(cfg) if download else ()
+            if not needed:
                 raise
             from n2n_core.data.download import download as fetch
 
-            for name in method.downloads(cfg):
+            for name in needed:
                 fetch(name, root.resolve().parent)
             method.prepare(cfg, tcfg, data)  # checked again
 
@@ -240,12 +241,12 @@ def _evaluated(runs: list[Path]) -> tuple[dict, dict[str, float | None]]:
     its mean, and the official-grid AUPRO per category."""
     from n2n_core.evaluate import evaluate_run
     from n2n_core.run_files import metrics_per_category, official_grid_aupro
+    from n2n_core.run_folder import RunFolder
 
     ours: dict[str, dict[str, float]] = {}
     grid: dict[str, float | None] = {}
     for run in runs:
-        m, w = run / "metrics.json", run / "model.safetensors"
-        if not (m.is_file() and m.stat().st_mtime >= w.stat().st_mtime):
+        if not RunFolder(run).evaluated:
             evaluate_run(run)
         ours |= {c: r for c, r in metrics_per_category(run).items() if c != "mean"}
         grid |= official_grid_aupro(run)

@@ -134,6 +134,16 @@ class RunFolder:
         )
 
     @property
+    def evaluated(self) -> bool:
+        """Whether ``metrics.json`` was written after the model (it evaluates these weights)."""
+        metrics = self.path / "metrics.json"
+        return (
+            self.finished
+            and metrics.is_file()
+            and metrics.stat().st_mtime >= self.weights_path.stat().st_mtime
+        )
+
+    @property
     def status(self) -> str:
         """``empty`` (no run.json), ``started`` (run.json, nothing worth keeping: starts over),
         ``resumable`` or ``finished``."""

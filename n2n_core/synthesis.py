@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as Fn
 from torch import Tensor
 
+from n2n_core.config import renamed
+
 __all__ = [
     "AUGMENTATIONS",
     "AnomalySynthesizer",
@@ -269,7 +271,7 @@ class SynthesisConfig:
     @staticmethod
     def legacy(data: dict[str, Any]) -> dict[str, Any]:
         """A run.json entry of an older n2n, which called DRAEM's augmenter "n2n"."""
-        return {**data, "augmenter": "draem"} if data.get("augmenter") == "n2n" else data
+        return renamed(data, "n2n", {"augmenter": "draem"})
 
 
 @dataclass

@@ -266,11 +266,7 @@ def generate_photos(
     saying texture or object) with a manifest; returns ``root``. ``categories``: default
     ``CATEGORIES`` (``--data photos``); ``tuple(CONFIRMATION)`` builds the confirmation set
     (``--data folder`` reads it)."""
-    root = Path(root)
-    names = tuple(CATEGORIES) if categories is None else tuple(categories)
-    unknown = sorted(set(names) - set(KINDS))
-    if unknown:
-        raise ValueError(f"no photographic category {unknown}; categories: {sorted(KINDS)}")
+    root, names = Path(root), _names(categories)
     for cat in names:
         ci = list(KINDS).index(cat)
         jobs = [("train", "good", i) for i in range(spec.n_train)]
@@ -291,6 +287,15 @@ def generate_photos(
     return root
 
 
+def _names(categories: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The categories to build: ``CATEGORIES`` by default; unknown names are an error."""
+    names = tuple(CATEGORIES) if categories is None else tuple(categories)
+    unknown = sorted(set(names) - set(KINDS))
+    if unknown:
+        raise ValueError(f"no photographic category {unknown}; categories: {sorted(KINDS)}")
+    return names
+
+
 def _manifest(spec: PhotoSpec, names: tuple[str, ...] = tuple(CATEGORIES)) -> dict:
     out = {"generator": "n2n_core.data.photos", "version": VERSION, **asdict(spec)}
     return out if names == tuple(CATEGORIES) else {**out, "categories": list(names)}
@@ -302,7 +307,7 @@ def ensure_photos(
     """Build the photographic benchmark (``categories`` as in ``generate_photos``) at ``root``
     unless the same one is already there (atomically, as
     :func:`n2n_core.data.synthetic.ensure_synthetic`)."""
-    names = tuple(CATEGORIES) if categories is None else tuple(categories)
+    names = _names(categories)
     return ensure_generated(
         root, MANIFEST, _manifest(spec, names), lambda tmp: generate_photos(tmp, spec, names)
     )

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from n2n_core.config import DataSpec, TrainConfig, categories_of
+from n2n_core.config import DataSpec, TrainConfig, categories_of, renamed
 from n2n_core.data.splits import HOLDOUTS, holdout
 from n2n_core.data.training import to_model_range, training_images
 from n2n_core.deviation import (
@@ -225,10 +225,7 @@ class DeCoDiffConfig:
         for part, values in unset.items():
             if isinstance(data.get(part), dict):
                 data[part] = {**data[part], **values}
-        for key, value in _RENAMED.items():
-            if data.get(key) == "n2n":
-                data[key] = value
-        return data
+        return renamed(data, "n2n", _RENAMED)
 
 
 def _unsized(unet: OfficialUNetConfig) -> OfficialUNetConfig:

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from n2n_core.config import renamed
+
 __all__ = ["SegmentationNet", "SegmenterConfig"]
 
 
@@ -39,7 +41,7 @@ class SegmenterConfig:
     @staticmethod
     def legacy(data: dict[str, Any]) -> dict[str, Any]:
         """A run.json entry of an older n2n, which called the wide decoder "n2n"."""
-        return {**data, "decoder": "wide"} if data.get("decoder") == "n2n" else data
+        return renamed(data, "n2n", {"decoder": "wide"})
 
     def __post_init__(self) -> None:
         if self.decoder not in DECODERS:
