@@ -1,10 +1,11 @@
-"""Run profiles as data: ``smoke`` (CPU, minutes, CI), ``paper`` (the papers' text, GPU) and
+"""Run profiles as data: ``smoke`` (CPU, minutes, CI), ``laptop`` (CPU, about a quarter of an
+hour per category: a student's own photographs), ``paper`` (the papers' text, GPU) and
 ``official`` (the official code's regime, GPU; for the methods that have an official code).
 
 Notebooks and the CLI take a profile *name* and look it up here, so the smoke and the paper
 run execute the same cells with different numbers. Each method keeps its own tables under the
 same names (``Method.profiles``, ``Method.train_profiles``; ``Method.check`` requires every name
-in ``REQUIRED``; ``official`` where the method has an official code).
+in ``REQUIRED``; ``laptop`` and ``official`` where the method has them).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", image_size=64, mc_draws=4000,
                      timesteps=1000, latent_timesteps=10),
+    "laptop": Profile("laptop", image_size=96, mc_draws=4000,
+                      timesteps=1000, latent_timesteps=10),
     "paper": Profile("paper", image_size=256, mc_draws=20000,
                      timesteps=1000, latent_timesteps=10),
     "official": Profile("official", image_size=256, mc_draws=20000,
                         timesteps=1000, latent_timesteps=10),
 }  # fmt: skip
-REQUIRED = ("smoke", "paper")  # every method has these; "official" only with an official code
+REQUIRED = ("smoke", "paper")  # every method has these; "laptop", "official" where defined
 
 
 def get_profile(name: str, **overrides: object) -> Profile:

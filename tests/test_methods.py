@@ -354,3 +354,32 @@ def test_patchknn_extractors_are_registered_names_never_imports(tmp_path, mvtec,
     with pytest.raises(ValueError, match=r"'evil:run' is not a registered feature extractor"):
         evaluate_run(out)
     assert not marker.exists()
+
+
+# ------------------------------------------------------------------ the laptop profile
+def test_laptop_profile_is_the_smoke_networks_with_the_named_changes():
+    """DiffusionAD's laptop profile is the smoke profile with exactly the four changes its
+    comment names (a change to either profile that is not stated there fails here), and those
+    changes keep what they claim at 96 px: the finest Perlin lattice still spans 6 pixels, and
+    top-K covers the same share of the image as the smoke profile's top-4 of 64²."""
+    smoke = {"model.image_size": 96, "model.synthesis.perlin_scale": [0, 5]}
+    smoke |= {"model.top_k": 9, "train.steps": 1600}
+    assert resolve("diffusionad", "laptop") == resolve("diffusionad", "smoke", None, [], smoke)
+    cfg, _ = resolve("diffusionad", "laptop")
+    assert cfg.image_size // 2 ** (cfg.synthesis.perlin_scale[1] - 1) == 6
+    assert cfg.top_k == round(resolve("diffusionad", "smoke")[0].top_k * (96 / 64) ** 2)
+    # the baseline runs at the same resolution beside it
+    assert resolve("patchknn", "laptop")[0].image_size == cfg.image_size
+
+
+def test_laptop_profile_trains_and_evaluates_at_its_resolution(tmp_path, mvtec):
+    """Two steps of the laptop profile through the CLI: the networks and the synthesis work at
+    96 px, and the run folder records the profile's settings."""
+    out = tmp_path / "laptop"
+    args = ["train", "--method", "diffusionad", "--profile", "laptop", "--data", "mvtec"]
+    args += ["--root", str(mvtec), "--category", "bottle", "--out", str(out)]
+    assert cli.main([*args, "--set", "train.steps=2", "--set", "train.batch_size=2"]) == 0
+    stored = json.loads((out / "run.json").read_text())
+    assert stored["model"]["image_size"] == 96 and stored["model"]["top_k"] == 9
+    metrics = evaluate_run(out)
+    assert 0 <= metrics["image_auroc"] <= 1

@@ -10,7 +10,7 @@ lookup on the same images at the same resolution?
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ PROFILES = {
     "official": PatchKNNConfig(),  # a baseline: the same beside either diffusion profile
     "smoke": PatchKNNConfig(image_size=64, train_stride=2, test_stride=2, max_bank=50_000),
 }
+PROFILES["laptop"] = replace(PROFILES["smoke"], image_size=96)  # beside the others' laptop runs
 # no optimiser: one pass over the training images (TrainConfig's seed draws the subset)
 TRAIN_PROFILES = {name: TrainConfig(steps=1) for name in PROFILES}
 
