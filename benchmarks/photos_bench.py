@@ -1,6 +1,6 @@
-"""The photographic benchmark (issue #16): DiffusionAD, DeCo-Diff and the patch nearest-neighbour
-baseline trained and evaluated on ``data/photos`` (built on first use: foliage, dahlia,
-portrait) at the smoke profile, with the training time of each category on this machine.
+"""The photographic benchmark: DiffusionAD, DeCo-Diff and the patch nearest-neighbour baseline
+trained and evaluated on ``data/photos`` (built on first use: foliage, dahlia, portrait) at the
+smoke profile (or ``--profile laptop``), with the training time of each category on this machine.
 ``--part confirmation`` runs the confirmation categories instead (galaxies, espresso, built into
 ``data/photos-confirmation`` from scikit-image's photographs: ``pip install scikit-image``):
 a variant is chosen on the tuning categories (foliage, dahlia) and kept only if it also helps
@@ -10,9 +10,10 @@ the confirmation ones (the portrait and these two; ``n2n_core.data.photos``).
     python benchmarks/photos_bench.py --methods patchknn diffusionad --seed 1
     python benchmarks/photos_bench.py --methods diffusionad --tag lr3e-4 --set train.lr=3e-4
     python benchmarks/photos_bench.py --part confirmation --methods patchknn diffusionad
+    python benchmarks/photos_bench.py --profile laptop --categories portrait --seed 1
 
-Runs go to ``runs/smoke/<method>-photos[-confirmation][-<tag>][-seed<k>]``; each line of
-``benchmarks/photos_results.jsonl`` is one (method, tag, seed, category) with image AUROC,
+Runs go to ``runs/<profile>/<method>-photos[-confirmation][-<tag>][-seed<k>]``; each line of
+``benchmarks/photos_results.jsonl`` is one (profile, method, tag, seed, category) with image AUROC,
 pixel AUPRO, pixel AP and training seconds, and the table of all lines is printed. A finished
 run is reused (delete its folder to train again). Run nothing else on the machine meanwhile:
 the training times are those of 2 CPU cores alone.
@@ -39,7 +40,10 @@ def _seconds(run: Path) -> float:
     return total
 
 
-def _confirmation(method: str, out: Path, seed: int, overrides: dict) -> None:
+def _confirmation(
+    method: str, profile: str, out: Path, seed: int, overrides: dict,
+    categories: list[str] | None = None,
+) -> None:  # fmt: skip
     """Train and evaluate ``method`` on the confirmation categories (``--data folder``): one
     run per category, or one model for both (DeCo-Diff), in ``out``."""
     from n2n_core.data.photos import CONFIRMATION, ensure_photos
@@ -50,27 +54,33 @@ def _confirmation(method: str, out: Path, seed: int, overrides: dict) -> None:
     from n2n_core.train import DataSpec, ensure_trained
 
     root = ensure_photos(default_root() / "photos-confirmation", categories=tuple(CONFIRMATION))
-    cats = sorted(CONFIRMATION)
+    cats = sorted(categories or CONFIRMATION)
     groups = [(c, [c], out / c) for c in cats] if get(method).per_category else [("all", cats, out)]
     for category, names, run in groups:
-        cfg, tcfg = resolve(method, "smoke", "folder", names, {**overrides, "train.seed": seed})
+        cfg, tcfg = resolve(method, profile, "folder", names, {**overrides, "train.seed": seed})
         ensure_trained(run, cfg, tcfg, DataSpec("folder", str(root), category))
         if not RunFolder(run).evaluated:  # as reproduce does for the photos part
             evaluate_run(run)
 
 
-def bench(method: str, tag: str, seed: int, overrides: dict, part: str = "photos") -> list[dict]:
+def bench(
+    method: str, tag: str, seed: int, overrides: dict, part: str = "photos",
+    categories: list[str] | None = None, profile: str = "smoke",
+) -> list[dict]:  # fmt: skip
     from n2n_core.paths import default_runs
     from n2n_core.reproduce import reproduce
     from n2n_core.run_files import metrics_per_category
 
     name = f"{method}-photos" + ("-confirmation" if part == "confirmation" else "")
     name += (f"-{tag}" if tag else "") + (f"-seed{seed}" if seed else "")
-    out = default_runs() / "smoke" / name
+    out = default_runs() / profile / name
     if part == "confirmation":
-        _confirmation(method, out, seed, overrides)
+        _confirmation(method, profile, out, seed, overrides, categories)
     else:
-        reproduce(f"{method}-photos", profile="smoke", runs=out, overrides=overrides, seed=seed)
+        reproduce(
+            f"{method}-photos", profile=profile, runs=out, categories=categories,
+            overrides=overrides, seed=seed,
+        )  # fmt: skip
     rows = []
     if (out / "model.safetensors").is_file():  # one multi-class model
         per_cat, secs = metrics_per_category(out), _seconds(out)
@@ -82,19 +92,20 @@ def bench(method: str, tag: str, seed: int, overrides: dict, part: str = "photos
         for run in sorted(p for p in out.iterdir() if (p / "metrics.json").is_file()):
             m = json.loads((run / "metrics.json").read_text())
             rows.append({"category": run.name, **{k: m[k] for k in KEYS}, "seconds": _seconds(run)})
-    return [{"method": method, "tag": tag, "seed": seed, "overrides": overrides, **r} for r in rows]
+    head = {"profile": profile, "method": method, "tag": tag, "seed": seed, "overrides": overrides}
+    return [{**head, **r} for r in rows]
 
 
 def table(lines: list[dict]) -> str:
-    """Markdown: one row per (method, tag, category), mean (min-max) over seeds."""
+    """Markdown: one row per (profile, method, tag, category), mean (min-max) over seeds."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in lines:
-        groups[(r["method"], r["tag"], r["category"])].append(r)
+        groups[(r["profile"], r["method"], r["tag"], r["category"])].append(r)
     from n2n_core.data.photos import TUNING
 
-    out = ["| method | tag | category | part | seeds | image AUROC | pixel AUPRO | pixel AP | "
-           "train s |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for (method, tag, cat), rs in sorted(groups.items()):
+    out = ["| profile | method | tag | category | part | seeds | image AUROC | pixel AUPRO | "
+           "pixel AP | train s |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (profile, method, tag, cat), rs in sorted(groups.items()):
         cells = []
         for k in (*KEYS, "seconds"):
             v = [r[k] * (1 if k == "seconds" else 100) for r in rs]
@@ -102,7 +113,8 @@ def table(lines: list[dict]) -> str:
             mean = sum(v) / len(v)
             cells.append(f"{mean:.0f}" if k == "seconds" else f"{mean:.1f}{spread}")
         part = "tuning" if cat in TUNING else "confirmation"
-        row = f"| {method} | {tag or '-'} | {cat} | {part} | {len(rs)} | " + " | ".join(cells)
+        row = f"| {profile} | {method} | {tag or '-'} | {cat} | {part} | {len(rs)} | "
+        row += " | ".join(cells)
         out.append(row + " |")
     return "\n".join(out)
 
@@ -112,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--methods", nargs="*", default=["patchknn", "diffusionad", "decodiff"])
+    p.add_argument("--profile", choices=("smoke", "laptop"), default="smoke")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="", help="names a variant (with --set)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -119,24 +132,31 @@ def main(argv: list[str] | None = None) -> int:
         "--part", choices=("photos", "confirmation"), default="photos",
         help="photos: foliage, dahlia (tuning) and the portrait; confirmation: galaxies, espresso",
     )  # fmt: skip
+    p.add_argument("--categories", nargs="*", help="a subset of the part's categories")
     p.add_argument("--table", action="store_true", help="only print the table of the results file")
     args = p.parse_args(argv)
     if args.set and not args.tag:
         p.error("--set needs a --tag naming the variant")
     if not args.table:
         for method in args.methods:
-            rows = bench(method, args.tag, args.seed, _settings(args.set), args.part)
-            new = {(method, args.tag, args.seed, r["category"]) for r in rows}
-            keep = [
-                r for r in _read() if (r["method"], r["tag"], r["seed"], r["category"]) not in new
-            ]
+            rows = bench(
+                method, args.tag, args.seed, _settings(args.set), args.part, args.categories,
+                args.profile,
+            )  # fmt: skip
+            new = {_key(r) for r in rows}
+            keep = [r for r in _read() if _key(r) not in new]
             RESULTS.write_text("".join(json.dumps(r) + "\n" for r in keep + rows))
     print(table(_read()))
     return 0
 
 
+def _key(row: dict) -> tuple:
+    return row["profile"], row["method"], row["tag"], row["seed"], row["category"]
+
+
 def _read() -> list[dict]:
-    return [json.loads(x) for x in RESULTS.read_text().splitlines()] if RESULTS.is_file() else []
+    rows = [json.loads(x) for x in RESULTS.read_text().splitlines()] if RESULTS.is_file() else []
+    return [{"profile": "smoke", **r} for r in rows]  # lines written before profiles: smoke
 
 
 if __name__ == "__main__":
