@@ -155,8 +155,7 @@ def _key(row: dict) -> tuple:
 
 
 def _read() -> list[dict]:
-    rows = [json.loads(x) for x in RESULTS.read_text().splitlines()] if RESULTS.is_file() else []
-    return [{"profile": "smoke", **r} for r in rows]  # lines written before profiles: smoke
+    return [json.loads(x) for x in RESULTS.read_text().splitlines()] if RESULTS.is_file() else []
 
 
 if __name__ == "__main__":

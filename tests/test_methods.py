@@ -362,9 +362,9 @@ def test_laptop_profile_is_the_smoke_networks_with_the_named_changes():
     comment names (a change to either profile that is not stated there fails here), and those
     changes keep what they claim at 96 px: the finest Perlin lattice still spans 6 pixels, and
     top-K covers the same share of the image as the smoke profile's top-4 of 64²."""
-    smoke = {"model.image_size": 96, "model.synthesis.perlin_scale": [0, 5]}
-    smoke |= {"model.top_k": 9, "train.steps": 1600}
-    assert resolve("diffusionad", "laptop") == resolve("diffusionad", "smoke", None, [], smoke)
+    changes = {"model.image_size": 96, "model.synthesis.perlin_scale": [0, 5]}
+    changes |= {"model.top_k": 9, "train.steps": 1600}
+    assert resolve("diffusionad", "laptop") == resolve("diffusionad", "smoke", None, [], changes)
     cfg, _ = resolve("diffusionad", "laptop")
     assert cfg.image_size // 2 ** (cfg.synthesis.perlin_scale[1] - 1) == 6
     assert cfg.top_k == round(resolve("diffusionad", "smoke")[0].top_k * (96 / 64) ** 2)

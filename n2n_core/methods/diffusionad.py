@@ -201,12 +201,12 @@ PROFILES = {
         synthesis=SynthesisConfig(perlin_scale=(0, 4)),
     ),
 }
-# a student's own photographs on a CPU, 9-13 min per category on 2 cores: the smoke networks at
-# 96 px (thin defects span more pixels; the denoiser's levels are then 96, 48 and 24 px, so its
-# attention, set at 16 px, is absent), Perlin lattices up to 2^4 cells (the finest 6-px blobs at
-# 96 px, as the paper's 2^5 are 8 px at 256), top-K scaled with the area (4 × 1.5² ≈ 9) and 1600
-# steps. Chosen on foliage and dahlia; on the photographs it was not tuned on it wins and loses
-# by seed (benchmarks/RESULTS.md, "A laptop profile")
+# a student's own photographs on a CPU, about a quarter of an hour per category: the smoke
+# networks at 96 px (thin defects span more pixels; the denoiser's levels are then 96, 48 and
+# 24 px, so its attention, set at 16 px, is absent), Perlin lattices up to 2^4 cells (the finest
+# 6-px blobs at 96 px, as the paper's 2^5 are 8 px at 256), top-K scaled with the area
+# (4 × 1.5² ≈ 9) and 1600 steps. Chosen on foliage and dahlia; on the photographs it was not
+# tuned on it wins and loses by seed (benchmarks/RESULTS.md, "A laptop profile")
 PROFILES["laptop"] = replace(
     PROFILES["smoke"],
     image_size=96,
