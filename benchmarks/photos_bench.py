@@ -137,6 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.set and not args.tag:
         p.error("--set needs a --tag naming the variant")
+    from n2n_core.data.photos import CATEGORIES, CONFIRMATION
+
+    part = CONFIRMATION if args.part == "confirmation" else CATEGORIES
+    if args.categories and not set(args.categories) <= set(part):
+        p.error(  # before any training: a wrong name would fail only after the first model
+            f"--categories {' '.join(sorted(set(args.categories) - set(part)))} not in "
+            f"--part {args.part} (its categories: {', '.join(part)})"
+        )
     if not args.table:
         for method in args.methods:
             rows = bench(
