@@ -358,18 +358,21 @@ def test_patchknn_extractors_are_registered_names_never_imports(tmp_path, mvtec,
 
 # ------------------------------------------------------------------ the laptop profile
 def test_laptop_profile_is_the_smoke_networks_with_the_named_changes():
-    """DiffusionAD's laptop profile is the smoke profile with exactly the four changes its
+    """DiffusionAD's laptop profile is the smoke profile with exactly the five changes its
     comment names (a change to either profile that is not stated there fails here), and those
     changes keep what they claim at 96 px: the finest Perlin lattice still spans 6 pixels, and
     top-K covers the same share of the image as the smoke profile's top-4 of 64²."""
     changes = {"model.image_size": 96, "model.synthesis.perlin_scale": [0, 5]}
-    changes |= {"model.top_k": 9, "train.steps": 1600}
+    changes |= {"model.top_k": 9, "train.steps": 1600, "train.min_lr": 1e-4}
     assert resolve("diffusionad", "laptop") == resolve("diffusionad", "smoke", None, [], changes)
     cfg, _ = resolve("diffusionad", "laptop")
     assert cfg.image_size // 2 ** (cfg.synthesis.perlin_scale[1] - 1) == 6
     assert cfg.top_k == round(resolve("diffusionad", "smoke")[0].top_k * (96 / 64) ** 2)
     # the baseline runs at the same resolution beside it
     assert resolve("patchknn", "laptop")[0].image_size == cfg.image_size
+    # the lr ends a decade below where it starts (the smoke profile's constant lr)
+    tcfg = resolve("diffusionad", "laptop")[1]
+    assert tcfg.lr == resolve("diffusionad", "smoke")[1].lr == 10 * tcfg.min_lr
 
 
 def test_laptop_profile_trains_and_evaluates_at_its_resolution(tmp_path, mvtec):
