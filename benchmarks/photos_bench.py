@@ -140,10 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     from n2n_core.data.photos import CATEGORIES, CONFIRMATION
 
     part = CONFIRMATION if args.part == "confirmation" else CATEGORIES
-    if args.categories and not set(args.categories) <= set(part):
-        p.error(  # before any training: a wrong name would fail only after the first model
-            f"--categories {' '.join(sorted(set(args.categories) - set(part)))} not in "
-            f"--part {args.part} (its categories: {', '.join(part)})"
+    unknown = sorted(set(args.categories or ()) - set(part))
+    if unknown:  # before any training: a wrong name would fail only after the first model
+        p.error(
+            f"--categories {' '.join(unknown)} not in --part {args.part} "
+            f"(its categories: {', '.join(part)})"
         )
     if not args.table:
         for method in args.methods:

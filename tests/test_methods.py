@@ -365,13 +365,12 @@ def test_laptop_profile_is_the_smoke_networks_with_the_named_changes():
     changes = {"model.image_size": 96, "model.synthesis.perlin_scale": [0, 5]}
     changes |= {"model.top_k": 9, "train.steps": 1600, "train.min_lr": 1e-4}
     assert resolve("diffusionad", "laptop") == resolve("diffusionad", "smoke", None, [], changes)
-    cfg, _ = resolve("diffusionad", "laptop")
+    cfg, tcfg = resolve("diffusionad", "laptop")
     assert cfg.image_size // 2 ** (cfg.synthesis.perlin_scale[1] - 1) == 6
     assert cfg.top_k == round(resolve("diffusionad", "smoke")[0].top_k * (96 / 64) ** 2)
     # the baseline runs at the same resolution beside it
     assert resolve("patchknn", "laptop")[0].image_size == cfg.image_size
     # the lr ends a decade below where it starts (the smoke profile's constant lr)
-    tcfg = resolve("diffusionad", "laptop")[1]
     assert tcfg.lr == resolve("diffusionad", "smoke")[1].lr == 10 * tcfg.min_lr
 
 
