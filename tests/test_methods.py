@@ -374,14 +374,37 @@ def test_laptop_profile_is_the_smoke_networks_with_the_named_changes():
     assert tcfg.lr == resolve("diffusionad", "smoke")[1].lr == 10 * tcfg.min_lr
 
 
-def test_laptop_profile_trains_and_evaluates_at_its_resolution(tmp_path, mvtec):
-    """Two steps of the laptop profile through the CLI: the networks and the synthesis work at
-    96 px, and the run folder records the profile's settings."""
+def test_decodiff_laptop_profile_is_the_smoke_profile_at_96_px():
+    """DeCo-Diff's laptop profile is its smoke profile with exactly the changes its comment
+    names: 96 px (24² latents) and the map blur scaled with the resolution, as the smoke
+    profile scales it; the same training."""
+    changes = {"model.image_size": 96, "model.sigma_p": 1.5}
+    assert resolve("decodiff", "laptop") == resolve("decodiff", "smoke", None, [], changes)
+    (cfg, tcfg), (smoke, smoke_train) = resolve("decodiff", "laptop"), resolve("decodiff", "smoke")
+    assert cfg.latent_size == 24 and cfg.sigma_p / smoke.sigma_p == 96 / 64
+    assert tcfg == smoke_train
+    assert resolve("patchknn", "laptop")[0].image_size == cfg.image_size
+
+
+@pytest.mark.parametrize(
+    ("method", "stored"),
+    [
+        ("diffusionad", {"image_size": 96, "top_k": 9}),
+        ("decodiff", {"image_size": 96, "sigma_p": 1.5}),
+    ],
+)
+def test_laptop_profile_trains_and_evaluates_at_its_resolution(tmp_path, mvtec, method, stored):
+    """Two steps of the laptop profile through the CLI: the networks (and DiffusionAD's
+    synthesis, DeCo-Diff's autoencoder) work at 96 px, and the run folder records the profile's
+    settings."""
     out = tmp_path / "laptop"
-    args = ["train", "--method", "diffusionad", "--profile", "laptop", "--data", "mvtec"]
+    args = ["train", "--method", method, "--profile", "laptop", "--data", "mvtec"]
     args += ["--root", str(mvtec), "--category", "bottle", "--out", str(out)]
-    assert cli.main([*args, "--set", "train.steps=2", "--set", "train.batch_size=2"]) == 0
-    stored = json.loads((out / "run.json").read_text())
-    assert stored["model"]["image_size"] == 96 and stored["model"]["top_k"] == 9
+    args += ["--set", "train.steps=2", "--set", "train.batch_size=2"]
+    if method == "decodiff":
+        args += ["--set", "model.vae.steps=2", "--set", "model.vae.batch_size=2"]
+    assert cli.main(args) == 0
+    model = json.loads((out / "run.json").read_text())["model"]
+    assert {k: model[k] for k in stored} == stored
     metrics = evaluate_run(out)
     assert 0 <= metrics["image_auroc"] <= 1

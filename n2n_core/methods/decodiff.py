@@ -286,6 +286,13 @@ PROFILES = {
 }
 
 
+# a student's own photographs on a CPU: the smoke networks at 96 px, as DiffusionAD's and
+# patchknn's laptop profiles (latents 24² × 4; the foliage's leaves, cut at 64 px, are then
+# smoother than the autoencoder's finest detail), the map blur scaled with the resolution
+# (1.0 × 96 / 64); the smoke steps and schedule (benchmarks/RESULTS.md, "A laptop profile")
+PROFILES["laptop"] = replace(PROFILES["smoke"], image_size=96, sigma_p=1.5)
+
+
 # the class ids of the released checkpoints (the official data loaders)
 OFFICIAL_CLASSES = {
     "mvtec": (
@@ -321,6 +328,7 @@ TRAIN_PROFILES = {
         cosine_span=1.5, checkpoint_every=1000, log_every=20, mixed_precision="auto",
     ),
 }  # fmt: skip
+TRAIN_PROFILES["laptop"] = TRAIN_PROFILES["smoke"]
 
 
 class DeCoDiff(nn.Module):
