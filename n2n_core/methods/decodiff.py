@@ -287,9 +287,9 @@ PROFILES = {
 
 
 # a student's own photographs on a CPU: the smoke networks at 96 px, as DiffusionAD's and
-# patchknn's laptop profiles (latents 24² × 4; the foliage's leaves, cut at 64 px, are then
-# smoother than the autoencoder's finest detail), the map blur scaled with the resolution
-# (1.0 × 96 / 64); the smoke steps and schedule (benchmarks/RESULTS.md, "A laptop profile")
+# patchknn's laptop profiles (latents 24² × 4), the map blur scaled with the resolution
+# (1.0 × 96 / 64), the smoke steps and schedule. Measured against the smoke profile: better on
+# objects, not on fine stochastic textures (benchmarks/RESULTS.md, "A laptop profile")
 PROFILES["laptop"] = replace(PROFILES["smoke"], image_size=96, sigma_p=1.5)
 
 
