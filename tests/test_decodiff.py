@@ -181,6 +181,33 @@ def test_constant_translation_is_albumentations_single_int():
         replace(PROFILES["official"], translate_draw="gaussian")
 
 
+def test_reflect_fill_shifts_the_whole_image_within_its_mirror():
+    """``shift_fill="reflect"``: with no crop margin, each output is a 32 × 32 window of its
+    image padded by 4 px by reflection (numpy's ``np.pad(mode="reflect")``, brute force) at a
+    shift in [-4, 4]², half of them unshifted; the config then needs no ``load_size``."""
+    n = 300
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=_g(15))
+    out = augment(images, 32, 4, False, _g(16), fill="reflect")
+    padded = np.pad(images.numpy(), ((0, 0), (0, 0), (4, 4), (4, 4)), mode="reflect")
+    found = []
+    for im, o in zip(padded, out.numpy(), strict=True):
+        hits = [
+            (dy, dx)
+            for dy in range(-4, 5)
+            for dx in range(-4, 5)
+            if np.array_equal(o, im[:, 4 + dy : 36 + dy, 4 + dx : 36 + dx])
+        ]
+        assert len(hits) == 1
+        found.append(hits[0])
+    still = sum(d == (0, 0) for d in found) / n
+    assert abs(still - (0.5 + 0.5 / 81)) < 0.1
+    assert {dy for dy, _ in found} == set(range(-4, 5)) == {dx for _, dx in found}
+    assert out.dtype == torch.uint8
+    assert replace(TINY, translate=2, shift_fill="reflect").load_size is None
+    with pytest.raises(ValueError, match="shift_fill"):
+        replace(TINY, translate=2, shift_fill="wrap")
+
+
 def test_official_holdout_is_the_official_validation_split(mvtec):
     held = holdout("mvtec", "official")
     assert len(held) == 362 and holdout("visa", "official") == holdout("mvtec", "none") == set()

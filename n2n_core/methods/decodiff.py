@@ -131,6 +131,10 @@ class DeCoDiffConfig:
     # (4, 4) (to_tuple(4, 4) in _handle_dict_arg), so it always shifts by exactly +4 px
     translate: int = 0
     translate_draw: str = "uniform"
+    # where a shifted window finds its pixels: "margin", inside the load_size image's crop
+    # margin (official; the test view is the centre crop); "reflect", in the image padded by
+    # reflection by translate pixels (no load_size: the test view stays the whole image)
+    shift_fill: str = "margin"
     rotate_180: bool = False
     holdout: str = "none"  # "official": train without the official validation images
     strategy: str = "z_t-1"  # Table 3: "z_t-1" (Eq. 14) or "z_0"
@@ -150,6 +154,7 @@ class DeCoDiffConfig:
             "strategy": STRATEGIES, "pixel_reference": ("input", "reconstruction"),
             "anomaly_map": MAP_KINDS, "network": NETWORKS, "shuffle": SHUFFLES,
             "translate_draw": ("uniform", "constant"), "holdout": HOLDOUTS,
+            "shift_fill": ("margin", "reflect"),
             "boundary": BOUNDARIES,
         }  # fmt: skip
         for name, allowed in choices.items():
@@ -170,6 +175,8 @@ class DeCoDiffConfig:
                 f"{self.patch_sizes}, summing to 1"
             )
         margin = ((self.load_size or self.image_size) - self.image_size) // 2
+        if self.shift_fill == "reflect":
+            margin = self.image_size // 2 - 1  # reflection pads less than the image; half, at most
         if not 0 <= self.translate <= margin:
             raise ValueError(
                 f"translate {self.translate} must be between 0 and the crop margin {margin} "
@@ -449,14 +456,18 @@ def latent_training_set(
 
 def augment(
     images: Tensor, size: int, translate: int, rotate_180: bool, g: torch.Generator,
-    draw: str = "uniform",
+    draw: str = "uniform", fill: str = "margin",
 ) -> Tensor:  # fmt: skip
     """The training augmentation of uint8 (N, C, L, L) images → (N, C, size, size): the centre
     crop, with p = 0.5 of an image shifted by ``translate`` pixels — ``draw="uniform"``: each
     axis from ± translate; ``"constant"``: the content moves by +translate on both axes (the
     official code's Affine) — then rotated by 180° with p = 0.5 if ``rotate_180``. Shifting the
     image and cropping its centre is cropping a shifted window (content moved by +d: the window
-    moves by −d); the shift stays within the crop margin, so no fill enters."""
+    moves by −d). ``fill="margin"``: the shift stays within the crop margin, so no fill enters;
+    ``"reflect"``: the images are first padded by ``translate`` pixels by reflection."""
+    if fill == "reflect" and translate:
+        pad = F.pad(images.float(), (translate,) * 4, mode="reflect")
+        images = pad.round().to(images.dtype)
     n, top = len(images), (images.shape[-1] - size) // 2
     if translate > top:
         raise ValueError(f"translate {translate} exceeds the crop margin {top}")
@@ -552,8 +563,9 @@ class AugmentedLatentFeed(Feed):
     def __call__(self, idx: Tensor, gen: torch.Generator, device: object) -> tuple:
         cfg = self.cfg
         x = augment(
-            self.images[idx], cfg.image_size, cfg.translate, cfg.rotate_180, gen, cfg.translate_draw
-        )
+            self.images[idx], cfg.image_size, cfg.translate, cfg.rotate_180, gen,
+            cfg.translate_draw, cfg.shift_fill,
+        )  # fmt: skip
         mean, std = _posterior(self.vae, x)
         z = mean + std * torch.randn(mean.shape, generator=gen).to(device)
         return z, self.labels[idx].to(device)
