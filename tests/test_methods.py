@@ -376,12 +376,18 @@ def test_laptop_profile_is_the_smoke_networks_with_the_named_changes():
 
 def test_decodiff_laptop_profile_is_the_smoke_profile_at_96_px():
     """DeCo-Diff's laptop profile is its smoke profile with exactly the changes its comment
-    names: 96 px (24² latents) and the map blur scaled with the resolution, as the smoke
-    profile scales it; the same training."""
-    changes = {"model.image_size": 96, "model.sigma_p": 1.5}
+    names: 96 px (24² latents), the map blur scaled with the resolution, as the smoke profile
+    scales it, and training shifts of ± 4 px (one latent pixel) in the reflected image, so the
+    test view is the whole image; the same training schedule."""
+    changes = {
+        "model.image_size": 96, "model.sigma_p": 1.5, "model.translate": 4,
+        "model.shift_fill": "reflect",
+    }  # fmt: skip
     assert resolve("decodiff", "laptop") == resolve("decodiff", "smoke", None, [], changes)
     (cfg, tcfg), (smoke, smoke_train) = resolve("decodiff", "laptop"), resolve("decodiff", "smoke")
     assert cfg.latent_size == 24 and cfg.sigma_p / smoke.sigma_p == 96 / 64
+    assert cfg.translate == 96 // cfg.latent_size and cfg.load_size is None
+    assert cfg.translate_draw == "uniform"
     assert tcfg == smoke_train
     assert resolve("patchknn", "laptop")[0].image_size == cfg.image_size
 
@@ -390,7 +396,7 @@ def test_decodiff_laptop_profile_is_the_smoke_profile_at_96_px():
     ("method", "stored"),
     [
         ("diffusionad", {"image_size": 96, "top_k": 9}),
-        ("decodiff", {"image_size": 96, "sigma_p": 1.5}),
+        ("decodiff", {"image_size": 96, "sigma_p": 1.5, "translate": 4}),
     ],
 )
 def test_laptop_profile_trains_and_evaluates_at_its_resolution(tmp_path, mvtec, method, stored):
