@@ -206,6 +206,8 @@ def test_reflect_fill_shifts_the_whole_image_within_its_mirror():
     assert replace(TINY, translate=2, shift_fill="reflect").load_size is None
     with pytest.raises(ValueError, match="shift_fill"):
         replace(TINY, translate=2, shift_fill="wrap")
+    with pytest.raises(ValueError, match="half the image_size"):
+        replace(TINY, translate=TINY.image_size // 2, shift_fill="reflect")
 
 
 def test_official_holdout_is_the_official_validation_split(mvtec):

@@ -175,12 +175,13 @@ class DeCoDiffConfig:
                 f"{self.patch_sizes}, summing to 1"
             )
         margin = ((self.load_size or self.image_size) - self.image_size) // 2
-        if self.shift_fill == "reflect":
-            margin = self.image_size // 2 - 1  # reflection pads less than the image; half, at most
+        limit = f"the crop margin {margin} (load_size {self.load_size}, image_size "
+        if self.shift_fill == "reflect":  # a reflection pads less than the image; half, at most
+            margin = self.image_size // 2 - 1
+            limit = f"{margin} with shift_fill='reflect' (half the image_size "
         if not 0 <= self.translate <= margin:
             raise ValueError(
-                f"translate {self.translate} must be between 0 and the crop margin {margin} "
-                f"(load_size {self.load_size}, image_size {self.image_size})"
+                f"translate {self.translate} must be between 0 and {limit}{self.image_size})"
             )
         derived = {
             "unet.image_size": self.unet.image_size,
