@@ -136,14 +136,11 @@ def test_patch_sizes_follow_their_probabilities():
         replace(cfg, patch_probs=(0.5, 0.5))
 
 
-def test_official_augmentation_is_a_shifted_centre_crop_and_a_half_turn():
-    """Brute force: every output is the centre 32 × 32 window of its 40 × 40 image shifted by
-    (dy, dx) in [-4, 4]², possibly turned by 180°; half are shifted, half are turned."""
-    n = 400
-    images = torch.randint(0, 256, (n, 3, 40, 40), dtype=torch.uint8, generator=_g(10))
-    out = augment(images, 32, 4, True, _g(11))
+def _windows(out: torch.Tensor, sources: torch.Tensor) -> list[tuple[int, int, bool]]:
+    """Brute force: the one (dy, dx, turned by 180°) for which each 32 × 32 output is the
+    centre window of its 40 × 40 source shifted by (dy, dx) in [-4, 4]²."""
     found = []
-    for im, o in zip(images, out, strict=True):
+    for im, o in zip(sources, out, strict=True):
         hits = [
             (dy, dx, turn)
             for dy in range(-4, 5)
@@ -153,6 +150,16 @@ def test_official_augmentation_is_a_shifted_centre_crop_and_a_half_turn():
         ]
         assert len(hits) == 1
         found.append(hits[0])
+    return found
+
+
+def test_official_augmentation_is_a_shifted_centre_crop_and_a_half_turn():
+    """Brute force: every output is the centre 32 × 32 window of its 40 × 40 image shifted by
+    (dy, dx) in [-4, 4]², possibly turned by 180°; half are shifted, half are turned."""
+    n = 400
+    images = torch.randint(0, 256, (n, 3, 40, 40), dtype=torch.uint8, generator=_g(10))
+    out = augment(images, 32, 4, True, _g(11))
+    found = _windows(out, images)
     still = sum(dy == dx == 0 for dy, dx, _ in found) / n
     assert abs(still - (0.5 + 0.5 / 81)) < 0.1  # p = 0.5 of a shift, which may be (0, 0)
     assert abs(sum(t for *_, t in found) / n - 0.5) < 0.1
@@ -189,19 +196,11 @@ def test_reflect_fill_shifts_the_whole_image_within_its_mirror():
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=_g(15))
     out = augment(images, 32, 4, False, _g(16), fill="reflect")
     padded = np.pad(images.numpy(), ((0, 0), (0, 0), (4, 4), (4, 4)), mode="reflect")
-    found = []
-    for im, o in zip(padded, out.numpy(), strict=True):
-        hits = [
-            (dy, dx)
-            for dy in range(-4, 5)
-            for dx in range(-4, 5)
-            if np.array_equal(o, im[:, 4 + dy : 36 + dy, 4 + dx : 36 + dx])
-        ]
-        assert len(hits) == 1
-        found.append(hits[0])
-    still = sum(d == (0, 0) for d in found) / n
+    found = _windows(out, torch.from_numpy(padded))
+    assert not any(turn for *_, turn in found)
+    still = sum(dy == dx == 0 for dy, dx, _ in found) / n
     assert abs(still - (0.5 + 0.5 / 81)) < 0.1
-    assert {dy for dy, _ in found} == set(range(-4, 5)) == {dx for _, dx in found}
+    assert {dy for dy, _, _ in found} == set(range(-4, 5)) == {dx for _, dx, _ in found}
     assert out.dtype == torch.uint8
     assert replace(TINY, translate=2, shift_fill="reflect").load_size is None
     with pytest.raises(ValueError, match="shift_fill"):

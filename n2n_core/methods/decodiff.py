@@ -174,15 +174,17 @@ class DeCoDiffConfig:
                 f"patch_probs {self.patch_probs} must be one probability per patch size "
                 f"{self.patch_sizes}, summing to 1"
             )
-        margin = ((self.load_size or self.image_size) - self.image_size) // 2
-        limit = f"the crop margin {margin} (load_size {self.load_size}, image_size "
         if self.shift_fill == "reflect":  # a reflection pads less than the image; half, at most
             margin = self.image_size // 2 - 1
-            limit = f"{margin} with shift_fill='reflect' (half the image_size "
-        if not 0 <= self.translate <= margin:
-            raise ValueError(
-                f"translate {self.translate} must be between 0 and {limit}{self.image_size})"
+            limit = f"{margin} with shift_fill='reflect' (half the image_size {self.image_size})"
+        else:
+            margin = ((self.load_size or self.image_size) - self.image_size) // 2
+            limit = (
+                f"the crop margin {margin} (load_size {self.load_size}, image_size "
+                f"{self.image_size})"
             )
+        if not 0 <= self.translate <= margin:
+            raise ValueError(f"translate {self.translate} must be between 0 and {limit}")
         derived = {
             "unet.image_size": self.unet.image_size,
             "unet.num_classes": self.unet.num_classes or None,
