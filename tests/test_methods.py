@@ -357,6 +357,18 @@ def test_patchknn_extractors_are_registered_names_never_imports(tmp_path, mvtec,
 
 
 # ------------------------------------------------------------------ the laptop profile
+@pytest.mark.parametrize("name", ["diffusionad", "decodiff", "patchknn"])
+def test_each_profile_trains_at_the_shared_profiles_resolution(name):
+    """The notebooks and the benchmarks size their data by ``n2n_core.profiles``; every built-in
+    method's profile of the same name trains at that resolution (the patchknn baseline stands
+    beside the diffusion methods on the same pixels), so a resolution is written once."""
+    from n2n_core.profiles import PROFILES as SHARED
+
+    sizes = {p: cfg.image_size for p, cfg in methods.get(name).profiles.items()}
+    assert sizes == {p: SHARED[p].image_size for p in sizes}
+    assert set(sizes) >= {"smoke", "paper", "laptop"}
+
+
 def test_laptop_profile_is_the_smoke_networks_with_the_named_changes():
     """DiffusionAD's laptop profile is the smoke profile with exactly the five changes its
     comment names (a change to either profile that is not stated there fails here), and those

@@ -65,6 +65,7 @@ from n2n_core.models.vae import (
 )
 from n2n_core.models.vae import load_vae as load_vae_folder
 from n2n_core.options import Option, local_or_hub, positive
+from n2n_core.profiles import get_profile
 from n2n_core.schedules import make_schedule
 
 __all__ = [
@@ -302,11 +303,11 @@ PROFILES = {
 # up to ± 4 px on each axis (one latent pixel), padded by reflection. The shifts are against the
 # DoD network memorising the latents of its few training images, which made it "correct" unseen
 # normal texture and poses as much as defects (benchmarks/RESULTS.md, "A laptop profile")
-_SMOKE = PROFILES["smoke"]
+_SMOKE, _LAPTOP_SIZE = PROFILES["smoke"], get_profile("laptop").image_size
 PROFILES["laptop"] = replace(
     _SMOKE,
-    image_size=96,
-    sigma_p=_SMOKE.sigma_p * 96 / _SMOKE.image_size,
+    image_size=_LAPTOP_SIZE,
+    sigma_p=_SMOKE.sigma_p * _LAPTOP_SIZE / _SMOKE.image_size,
     translate=4,
     shift_fill="reflect",
 )

@@ -31,6 +31,7 @@ from n2n_core.data.training import training_images
 from n2n_core.methods.base import Feed, Method, ParamGroup, Prediction
 from n2n_core.models import DenoiserConfig, SegmentationNet, SegmenterConfig, make_denoiser
 from n2n_core.options import Option, positive
+from n2n_core.profiles import get_profile
 from n2n_core.schedules import _at, make_schedule, predict_x0, q_sample
 from n2n_core.synthesis import AnomalySynthesizer, SynthesisConfig, TextureSource
 
@@ -212,7 +213,7 @@ PROFILES = {
 # show (benchmarks/RESULTS.md, "A laptop profile")
 PROFILES["laptop"] = replace(
     PROFILES["smoke"],
-    image_size=96,
+    image_size=get_profile("laptop").image_size,
     top_k=9,
     synthesis=replace(PROFILES["smoke"].synthesis, perlin_scale=(0, 5)),
 )

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from n2n_core.config import DataSpec, TrainConfig, categories_of
 from n2n_core.data.training import to_model_range, training_images
 from n2n_core.methods.base import Feed, Method, Prediction
+from n2n_core.profiles import get_profile
 
 __all__ = [
     "EXTRACTORS", "METHOD", "PROFILES", "PatchKNN", "PatchKNNConfig", "patch_distances",
@@ -49,7 +50,8 @@ PROFILES = {
     "official": PatchKNNConfig(),  # a baseline: the same beside either diffusion profile
     "smoke": PatchKNNConfig(image_size=64, train_stride=2, test_stride=2, max_bank=50_000),
 }
-PROFILES["laptop"] = replace(PROFILES["smoke"], image_size=96)  # beside the others' laptop runs
+# beside the others' laptop runs, at the same resolution
+PROFILES["laptop"] = replace(PROFILES["smoke"], image_size=get_profile("laptop").image_size)
 # no optimiser: one pass over the training images (TrainConfig's seed draws the subset)
 TRAIN_PROFILES = {name: TrainConfig(steps=1) for name in PROFILES}
 
