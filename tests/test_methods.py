@@ -359,9 +359,9 @@ def test_patchknn_extractors_are_registered_names_never_imports(tmp_path, mvtec,
 # ------------------------------------------------------------------ the laptop profile
 @pytest.mark.parametrize("name", ["diffusionad", "decodiff", "patchknn"])
 def test_each_profile_trains_at_the_shared_profiles_resolution(name):
-    """The notebooks and the benchmarks size their data by ``n2n_core.profiles``; every built-in
-    method's profile of the same name trains at that resolution (the patchknn baseline stands
-    beside the diffusion methods on the same pixels), so a resolution is written once."""
+    """The notebooks size their images by ``n2n_core.profiles``; every built-in method's profile
+    of the same name trains at that resolution (so the patchknn baseline stands beside the
+    diffusion methods on the same pixels); the laptop one is taken from there, not retyped."""
     from n2n_core.profiles import PROFILES as SHARED
 
     sizes = {p: cfg.image_size for p, cfg in methods.get(name).profiles.items()}
