@@ -208,9 +208,10 @@ PROFILES = {
 # 6-px blobs at 96 px, as the paper's 2^5 are 8 px at 256), top-K scaled with the area
 # (4 × 1.5² ≈ 9) and 1600 steps whose lr falls on a cosine from 1e-3 to 1e-4 (at a constant
 # 1e-3 the last weights are one draw from a noisy trajectory, and a seed could fire on normal
-# photographs). The first four were chosen on foliage and dahlia; the decay was added for the
-# seed-to-seed spread on the confirmation photographs, which the tuning part (one seed) does not
-# show (benchmarks/RESULTS.md, "A laptop profile")
+# photographs). The first four were chosen on foliage and dahlia; undone one at a time there,
+# the resolution matters most, then the steps, while the finest lattice and top-9 lie within
+# the seed spread. The decay was added for the seed-to-seed spread on the confirmation photographs
+# (benchmarks/RESULTS.md, "A laptop profile")
 PROFILES["laptop"] = replace(
     PROFILES["smoke"],
     image_size=get_profile("laptop").image_size,
